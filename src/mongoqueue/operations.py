@@ -1,0 +1,438 @@
+"""The storage contract of a job: every filter, update, pipeline and index of the queue.
+
+Pure functions with no I/O: the queue classes send what these return, and unit
+tests check the documents without a server.
+
+A job is one document::
+
+    _id               ObjectId   made by the producer
+    payload           document   exactly what was put, apart from queue metadata
+    state             "ready"    in the queue: waiting, delayed, or held by a consumer
+                      "failed"   reached max_attempts; never delivered again until requeued
+    priority          int        higher first
+    scheduled_at      date       when the job first became deliverable (put time or run_at);
+                                 first-in first-out among equal priority, then _id
+    visible_at        date       a ready job may be claimed once the server's clock reaches
+                                 it: its scheduled time, the end of a retry backoff, or the
+                                 end of the current lease
+    attempts          int        failed deliveries so far (error() or an expired lease)
+    max_attempts      int        (optional) this job's own limit instead of the queue's
+    retry             document   (optional) this job's own RetryPolicy, in milliseconds
+    key               str        (optional) deduplication key, unique among ready jobs
+    lease_token       str|null   fencing token of the current claim; null when not held
+    locked_by         str|null   consumer_id of the holder
+    locked_at         date|null  when the current claim was made
+    lease_expires_at  date|null  end of the current lease (equal to visible_at while held)
+    progress          int|null   last progress() count
+    last_error        str|null   message of the last failure
+    created_at        date       when put() ran
+
+Every state change is one atomic operation whose filter names the state it
+expects: a claim filters on ``state`` and ``visible_at``; ``complete``, ``error``,
+``progress`` and ``release`` filter on ``_id`` *and* ``lease_token``, so a handle
+whose lease was taken over matches nothing.
+
+All times written by updates come from the server's clock (``$$NOW``). Filters
+need a literal time; the queue passes its estimate of the server's clock (see
+:mod:`mongoqueue.clock`).
+
+User-supplied strings are wrapped in ``$literal`` inside pipelines: a consumer id
+or error message that starts with ``$`` must never be read as a field path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from .retry import RetryPolicy
+
+__all__ = [
+    "CLAIM_SORT",
+    "INDEXES",
+    "backoff_ms",
+    "claim_filter",
+    "claim_update",
+    "expired_filter",
+    "fail_update",
+    "held",
+    "indexes",
+    "new_job",
+    "progress_update",
+    "release_update",
+    "requeue_filter",
+    "requeue_update",
+    "stats_pipeline",
+]
+
+Doc = dict[str, Any]
+Pipeline = list[Doc]
+
+READY = "ready"
+FAILED = "failed"
+
+# --------------------------------------------------------------------------- indexes
+#
+# The claim index follows the ESR rule (Equality, Sort, Range): ``state`` is
+# matched by equality, ``priority, scheduled_at, _id`` is the claim's sort, and
+# ``visible_at`` is the range. mongod walks the index in sort order, checks
+# ``visible_at`` on the index key itself, and fetches only the document it
+# claims: one IXSCAN with no SORT stage, so a claim costs the same at 1k or 1M
+# queued jobs. (Putting ``visible_at`` before the sort fields would make mongod
+# sort every visible job on each claim.) The index walk only skips entries of
+# jobs that are held or backing off ahead of the first claimable one; delayed
+# jobs sort by their scheduled time, after the jobs that are due.
+CLAIM_INDEX = IndexModel(
+    [
+        ("state", ASCENDING),
+        ("priority", DESCENDING),
+        ("scheduled_at", ASCENDING),
+        ("_id", ASCENDING),
+        ("visible_at", ASCENDING),
+    ],
+    name="mongoqueue_claim",
+)
+CLAIM_SORT = [("priority", DESCENDING), ("scheduled_at", ASCENDING), ("_id", ASCENDING)]
+
+# Deduplication: at most one *ready* job per key. A failed or completed job
+# leaves the index, so the key can be used again. The server enforces it, so two
+# concurrent puts with one key cannot both insert.
+KEY_INDEX = IndexModel(
+    [("key", ASCENDING)],
+    name="mongoqueue_key",
+    unique=True,
+    partialFilterExpression={"key": {"$exists": True}, "state": READY},
+)
+
+# Held jobs only: lets repair() and stats find expired leases without a scan.
+LEASE_INDEX = IndexModel(
+    [("lease_expires_at", ASCENDING)],
+    name="mongoqueue_lease",
+    partialFilterExpression={"lease_expires_at": {"$type": "date"}},
+)
+
+INDEXES = (CLAIM_INDEX, KEY_INDEX, LEASE_INDEX)
+
+
+def indexes() -> list[IndexModel]:
+    return list(INDEXES)
+
+
+# --------------------------------------------------------------------------- put
+
+
+def retry_document(policy: RetryPolicy) -> Doc:
+    return {
+        "initial_ms": round(policy.initial * 1000),
+        "maximum_ms": round(policy.maximum * 1000),
+        "minimum_ms": round(policy.minimum * 1000),
+        "multiplier": policy.multiplier,
+        "jitter": policy.jitter,
+    }
+
+
+def new_job(
+    job_id: ObjectId,
+    payload: RawBSONDocument,
+    *,
+    priority: int,
+    created_at: datetime,
+    scheduled_at: datetime,
+    key: str | None = None,
+    max_attempts: int | None = None,
+    retry: RetryPolicy | None = None,
+) -> Doc:
+    """The document ``put()`` inserts."""
+    doc: Doc = {
+        "_id": job_id,
+        "payload": payload,
+        "state": READY,
+        "priority": priority,
+        "scheduled_at": scheduled_at,
+        "visible_at": scheduled_at,
+        "attempts": 0,
+        "lease_token": None,
+        "locked_by": None,
+        "locked_at": None,
+        "lease_expires_at": None,
+        "progress": None,
+        "last_error": None,
+        "created_at": created_at,
+    }
+    if key is not None:
+        doc["key"] = key
+    if max_attempts is not None:
+        doc["max_attempts"] = max_attempts
+    if retry is not None:
+        doc["retry"] = retry_document(retry)
+    return doc
+
+
+def active_key_filter(key: str) -> Doc:
+    """The ready job holding deduplication ``key`` (served by the key index)."""
+    return {"key": key, "state": READY}
+
+
+# --------------------------------------------------------------------------- expressions
+
+_IS_HELD = {"$eq": [{"$type": "$lease_token"}, "string"]}
+_NOT_HELD = {
+    "lease_token": None,
+    "locked_by": None,
+    "locked_at": None,
+    "lease_expires_at": None,
+}
+
+
+_EXPIRED_MESSAGE = {"$concat": ["lease expired (held by ", {"$toString": "$locked_by"}, ")"]}
+
+
+def _literal(value: object) -> Doc:
+    return {"$literal": value}
+
+
+def _max_attempts(queue_max: int) -> Doc:
+    return {"$ifNull": ["$max_attempts", queue_max]}
+
+
+def backoff_ms(policy: RetryPolicy, jitter: float) -> Doc:
+    """Server-side expression: the retry delay in ms after ``$attempts`` failures.
+
+    ``cap = min(maximum, initial * multiplier ** (attempts - 1))`` and
+    ``delay = max(minimum, jitter * cap)``, with the job's own ``retry`` settings
+    taking precedence over ``policy``. ``jitter`` is drawn by the caller in
+    [0, 1); it is ignored (taken as 1) when jitter is off for the job.
+    """
+    p = retry_document(policy)
+
+    def setting(name: str) -> Doc:
+        return {"$ifNull": [f"$retry.{name}", p[name]]}
+
+    exponent = {"$max": [0, {"$subtract": ["$attempts", 1]}]}
+    cap = {
+        "$min": [
+            setting("maximum_ms"),
+            {"$multiply": [setting("initial_ms"), {"$pow": [setting("multiplier"), exponent]}]},
+        ]
+    }
+    factor = {"$cond": [setting("jitter"), jitter, 1]}
+    return {"$toLong": {"$max": [setting("minimum_ms"), {"$multiply": [factor, cap]}]}}
+
+
+def _after_ms(ms: Doc | int) -> Doc:
+    """The server's now plus ``ms`` milliseconds, as a date.
+
+    Written as ``$toDate`` of ``$toLong`` milliseconds (MongoDB 4.0+) rather than
+    ``$add`` of a date and a number, which one of our test servers rejects.
+    """
+    return {"$toDate": {"$add": [{"$toLong": "$$NOW"}, ms]}}
+
+
+def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -> tuple[Doc, Doc]:
+    """The two ``$set`` stages that record one failed delivery.
+
+    The first adds one attempt and stores ``message``; the second (which sees the
+    new count) makes the job ``failed`` if it reached its max attempts, else ready
+    again once its backoff has passed, and drops the lease either way.
+    """
+    first = {"attempts": {"$add": ["$attempts", 1]}, "last_error": message}
+    reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
+    second = {
+        "state": {"$cond": [reached_max, FAILED, READY]},
+        "visible_at": _after_ms(backoff_ms(policy, jitter)),
+        **_NOT_HELD,
+    }
+    return first, second
+
+
+def _choose(condition: Doc, if_true: Doc, if_false: Doc) -> Doc:
+    """``$set`` values: ``if_true`` where ``condition`` holds, else ``if_false``.
+
+    A field that one side does not name keeps its current value on that side.
+    """
+    fields = dict.fromkeys([*if_true, *if_false])
+    return {
+        f: {"$cond": [condition, if_true.get(f, f"${f}"), if_false.get(f, f"${f}")]} for f in fields
+    }
+
+
+# --------------------------------------------------------------------------- claim
+
+
+def claim_filter(now: datetime) -> Doc:
+    """Ready jobs the server's clock has reached: due, backoff over, or lease expired."""
+    return {"state": READY, "visible_at": {"$lte": now}}
+
+
+def claim_update(
+    token: str | Doc,
+    consumer_id: str,
+    lease_ms: int,
+    queue_max: int,
+    policy: RetryPolicy,
+    jitter: float,
+) -> Pipeline:
+    """The claim: one update pipeline applied to the job the claim filter picked.
+
+    * A job that is not held is delivered: it gets the fresh ``token`` and a lease
+      of ``lease_ms`` from the server's now.
+    * A job still held under an *expired* lease is not delivered: its expiry is
+      recorded as a failed delivery (see ``_failure``), and the caller, who
+      sees that the returned ``lease_token`` is not its own, claims again.
+
+    ``token`` is a string, or an expression giving each document its own token
+    (batch claims).
+    """
+    deliver = {
+        "lease_token": _literal(token) if isinstance(token, str) else token,
+        "locked_by": _literal(consumer_id),
+        "locked_at": "$$NOW",
+        "lease_expires_at": _after_ms(lease_ms),
+        "visible_at": _after_ms(lease_ms),
+    }
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    # Both stages test the job's original lease_token: the first stage leaves it alone.
+    return [
+        {"$set": _choose(_IS_HELD, first, {})},
+        {"$set": _choose(_IS_HELD, second, deliver)},
+    ]
+
+
+def batch_token(prefix: str) -> Doc:
+    """Per-document token for batch claims: ``prefix`` + ``:`` + the job id."""
+    return {"$concat": [_literal(prefix + ":"), {"$toString": "$_id"}]}
+
+
+def batch_tokens(prefix: str, ids: list[Any]) -> list[str]:
+    return [f"{prefix}:{job_id}" for job_id in ids]
+
+
+# --------------------------------------------------------------------------- held jobs
+
+
+def held(job_id: Any, token: str) -> Doc:
+    """The job, but only while ``token`` still holds it (the fence)."""
+    return {"_id": job_id, "lease_token": token}
+
+
+def fail_update(
+    message: str | None, queue_max: int, policy: RetryPolicy, jitter: float
+) -> Pipeline:
+    """``error()``: one failed delivery, then backoff or ``failed``."""
+    first, second = _failure(_literal(message), queue_max, policy, jitter)
+    return [{"$set": first}, {"$set": second}]
+
+
+def release_update() -> Pipeline:
+    """``release()``: back to the queue at once, attempts unchanged."""
+    return [{"$set": {**_NOT_HELD, "visible_at": "$$NOW"}}]
+
+
+def progress_update(count: int, lease_ms: int) -> Pipeline:
+    """``progress()``: store the count and extend the lease by ``lease_ms`` from now."""
+    return [
+        {
+            "$set": {
+                "progress": _literal(count),
+                "lease_expires_at": _after_ms(lease_ms),
+                "visible_at": _after_ms(lease_ms),
+            }
+        }
+    ]
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def expired_filter(now: datetime) -> Doc:
+    """Held jobs whose lease ended (served by the lease index)."""
+    return {
+        "state": READY,
+        "lease_token": {"$type": "string"},
+        "lease_expires_at": {"$type": "date", "$lte": now},
+    }
+
+
+def expire_update(queue_max: int, policy: RetryPolicy, jitter: float) -> Pipeline:
+    """``repair()``: record the expiry of each matched lease as one failed delivery."""
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    return [{"$set": first}, {"$set": second}]
+
+
+def failed_filter(job_id: Any = None) -> Doc:
+    return {"state": FAILED} if job_id is None else {"state": FAILED, "_id": job_id}
+
+
+def requeue_filter(job_id: Any = None) -> Doc:
+    return failed_filter(job_id)
+
+
+def requeue_update() -> Pipeline:
+    """A failed job back to the queue, deliverable now, with a fresh attempt count."""
+    return [{"$set": {"state": READY, "attempts": 0, "visible_at": "$$NOW", **_NOT_HELD}}]
+
+
+def size_filter() -> Doc:
+    return {"state": READY}
+
+
+def stats_pipeline(now: datetime) -> Pipeline:
+    """Counts by state in one aggregation (a scan: use it for monitoring, not per job)."""
+
+    def count(*conditions: Doc) -> Doc:
+        return {"$sum": {"$cond": [{"$and": list(conditions)}, 1, 0]}}
+
+    ready = {"$eq": ["$state", READY]}
+    not_held = {"$ne": [{"$type": "$lease_token"}, "string"]}
+    due = {"$lte": ["$visible_at", now]}
+    return [
+        {
+            "$group": {
+                "_id": None,
+                "total": {"$sum": 1},
+                "available": count(ready, not_held, due),
+                "delayed": count(ready, not_held, {"$not": [due]}),
+                "locked": count(ready, _IS_HELD),
+                "expired": count(ready, _IS_HELD, {"$lte": ["$lease_expires_at", now]}),
+                "failed": count({"$eq": ["$state", FAILED]}),
+            }
+        },
+        {"$project": {"_id": 0}},
+    ]
+
+
+STATS_KEYS = ("available", "delayed", "locked", "expired", "failed", "total")
+
+#: Fields a handle reads back after a state change (everything but the payload).
+METADATA_PROJECTION = {"payload": 0}
+
+
+def wake_pipeline() -> Pipeline:
+    """Change stream filter for ``next(wait=)``: changes that may make a job claimable.
+
+    Inserts, and updates that leave a ready job unheld (release, error, expiry,
+    requeue). Update pipelines may be reported as ``update`` (with the changed
+    fields) or as ``replace`` (with the whole document), so both are matched. The
+    stream only wakes consumers; they still claim with the atomic claim.
+    """
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {"operationType": "insert"},
+                    {"updateDescription.updatedFields.lease_token": {"$type": "null"}},
+                    {"updateDescription.updatedFields.state": READY},
+                    {
+                        "operationType": "replace",
+                        "fullDocument.state": READY,
+                        "fullDocument.lease_token": {"$type": "null"},
+                    },
+                ]
+            }
+        },
+        {"$project": {"operationType": 1}},
+    ]

@@ -1,0 +1,155 @@
+"""Checks of user input, done before anything is sent to the server.
+
+Pure functions: each returns the value normalised, or raises an error of ours
+that says what was wrong and what to do. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import bson
+from bson.raw_bson import RawBSONDocument
+
+from .errors import InvalidArgument, InvalidArgumentType, InvalidPayload, PayloadTooLarge
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+#: Room kept for the queue's own fields next to the payload in one document.
+METADATA_ALLOWANCE = 2048
+
+#: MongoDB's maximum document size, used until the server reports its own.
+DEFAULT_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
+    """A finite, non-negative number of seconds (``timedelta`` accepted)."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentType(
+            f"{name} must be a number of seconds or a timedelta, got {type(value).__name__}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise InvalidArgument(f"{name} must be finite, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidArgument(f"{name} must be {bound} seconds, got {value!r}")
+    return seconds
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise InvalidArgument(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def check_consumer_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"consumer_id must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidArgument("consumer_id must be a non-empty string naming this consumer")
+    return value
+
+
+def check_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(
+            f"priority must be an int (higher runs first), got {type(value).__name__}"
+        )
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidArgument(f"priority must fit in a signed 64-bit integer, got {value}")
+    return value
+
+
+def check_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"key must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgument("key must be a non-empty string (or None for no deduplication)")
+    return value
+
+
+def check_run_at(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidArgumentType(f"run_at must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(
+            "run_at must be timezone-aware (for example datetime.now(timezone.utc)); "
+            "a naive datetime is ambiguous"
+        )
+    return value.astimezone(timezone.utc)
+
+
+def check_delay(delay: object, run_at: object) -> tuple[float, datetime | None]:
+    """``(delay_seconds, run_at_utc)``; at most one of ``delay`` and ``run_at``."""
+    if delay is not None and run_at is not None:
+        raise InvalidArgument("give either delay or run_at, not both")
+    seconds = 0.0 if delay is None else check_seconds("delay", delay, allow_zero=True)
+    return seconds, (None if run_at is None else check_run_at(run_at))
+
+
+def _check_keys(doc: Mapping[Any, Any], path: str) -> None:
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else repr(key)
+        if not isinstance(key, str):
+            raise InvalidPayload(
+                f"payload key {key!r} at {path or 'top level'} is a {type(key).__name__}; "
+                "MongoDB documents need string keys"
+            )
+        if key.startswith("$") or "." in key or "\x00" in key:
+            raise InvalidPayload(
+                f"payload key {where} is not allowed: keys may not start with '$' or "
+                "contain '.' or NUL; rename it"
+            )
+        _check_value(value, where)
+
+
+def _check_value(value: object, path: str) -> None:
+    if isinstance(value, RawBSONDocument):
+        return
+    if isinstance(value, Mapping):
+        _check_keys(value, path)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_value(item, f"{path}[{i}]")
+
+
+def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
+    """Validate ``payload`` and return an immutable BSON snapshot of it.
+
+    The snapshot is what gets stored, so later changes to the caller's dict do
+    not reach the job.
+    """
+    if not isinstance(payload, Mapping):
+        raise InvalidArgumentType(
+            f"payload must be a mapping such as a dict, got {type(payload).__name__}"
+        )
+    if not isinstance(payload, RawBSONDocument):
+        try:
+            _check_keys(payload, "")
+        except RecursionError as exc:
+            raise InvalidPayload("payload is nested too deeply to store") from exc
+    try:
+        data = payload.raw if isinstance(payload, RawBSONDocument) else bson.encode(payload)
+    except bson.errors.InvalidDocument as exc:
+        raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
+    except (OverflowError, RecursionError) as exc:
+        raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
+    limit = max_document_bytes - METADATA_ALLOWANCE
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"payload is {len(data):,} bytes encoded; MongoDB's document limit is "
+            f"{max_document_bytes:,} bytes ({max_document_bytes // (1024 * 1024)} MiB) and the "
+            f"queue keeps {METADATA_ALLOWANCE:,} bytes of it for its own fields. "
+            "Store large data elsewhere (GridFS, object storage) and put a reference."
+        )
+    return RawBSONDocument(data)
