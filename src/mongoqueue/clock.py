@@ -9,10 +9,14 @@ consumers' wall clocks agreeing with each other or with the server; only the
 rate of the local monotonic clock matters, and the anchor is refreshed every
 ``refresh`` seconds.
 
-The estimate is a lower bound of the server's time (the server stamped
-``localTime`` some time before we received it, and truncated it to the
-millisecond), so a consumer never treats a lease as expired before the server's
-clock reaches its end.
+The estimate is an upper bound of the server's time: the anchor is advanced from
+the moment the ``hello`` was *sent* (the server read its clock later than that),
+plus the millisecond ``localTime`` is truncated to. So a time the server wrote
+with ``$$NOW`` (a release, a put, an error without backoff) is never in the
+future of a later estimate, and a job released is claimable at once. The price
+is that a lease may be seen as expired up to one round trip before its end on
+the server; that is safe, because a lease only decides *when* a job may be
+claimed again, while who may change it is decided by the claim token.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 __all__ = ["ServerClock"]
+
+#: ``localTime`` is a BSON date: milliseconds, truncated.
+_TRUNCATION = timedelta(milliseconds=1)
 
 
 class ServerClock:
@@ -38,20 +45,20 @@ class ServerClock:
     def needs_sync(self) -> bool:
         return self._anchor is None or self._monotonic() - self._anchored_at >= self._refresh
 
-    def record(self, server_time: datetime, received_at: float) -> None:
-        """Anchor to ``server_time`` (``hello.localTime``), received at ``received_at``.
+    def record(self, server_time: datetime, sent_at: float) -> None:
+        """Anchor to ``server_time`` (``hello.localTime``) of a request sent at ``sent_at``.
 
-        ``received_at`` is a reading of the monotonic clock taken right after the reply
-        arrived. A naive ``server_time`` is taken as UTC (pymongo returns naive
+        ``sent_at`` is a reading of the monotonic clock taken right before the request
+        was sent. A naive ``server_time`` is taken as UTC (pymongo returns naive
         datetimes unless the client was made with ``tz_aware=True``).
         """
         if server_time.tzinfo is None:
             server_time = server_time.replace(tzinfo=timezone.utc)
-        self._anchor = server_time.astimezone(timezone.utc)
-        self._anchored_at = received_at
+        self._anchor = server_time.astimezone(timezone.utc) + _TRUNCATION
+        self._anchored_at = sent_at
 
     def now(self) -> datetime:
-        """The estimated server time (a lower bound). Call :meth:`record` first."""
+        """The estimated server time (an upper bound). Call :meth:`record` first."""
         if self._anchor is None:
             raise RuntimeError("ServerClock.now() called before the first record()")
         return self._anchor + timedelta(seconds=self._monotonic() - self._anchored_at)

@@ -174,9 +174,10 @@ class MongoQueue:
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
         if self._clock.needs_sync():
+            sent_at = time.monotonic()
             with driver_errors():
                 reply = self.collection.database.command("hello")
-            self._clock.record(reply["localTime"], time.monotonic())
+            self._clock.record(reply["localTime"], sent_at)
             self._max_document_bytes = int(
                 reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES)
             )

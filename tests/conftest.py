@@ -1,0 +1,71 @@
+"""Fixtures: one real MongoDB-compatible server per test session, over TCP.
+
+With ``MONGODB_URI`` set, the suite runs against that server. Otherwise it
+starts SecantusDB on a free port of 127.0.0.1: the Rust server ``secantusd-rs``
+when installed (``scripts/test`` installs it), else the Python server from the
+``embedded`` extra. ``MONGOQUEUE_TEST_SERVER=python`` forces the Python one.
+Each test gets a fresh collection.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.collection import Collection
+
+from mongoqueue import NO_BACKOFF, MongoQueue
+from mongoqueue.embedded import EmbeddedServer
+
+TEST_DB = "mongoqueue_tests"
+
+
+def _server_choice() -> str:
+    if os.environ.get("MONGODB_URI"):
+        return "MONGODB_URI"
+    return os.environ.get("MONGOQUEUE_TEST_SERVER", "auto")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"mongoqueue test server: {_server_choice()}"
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    server = EmbeddedServer(
+        tmp_path_factory.mktemp("server"), prefer_rust=_server_choice() != "python"
+    )
+    server.start()
+    print(f"\nstarted the embedded {server.kind} server at {server.uri}")
+    try:
+        yield server.uri
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def client(mongodb_uri: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def collection(client: MongoClient[dict[str, Any]]) -> Iterator[Collection[dict[str, Any]]]:
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    yield client[TEST_DB][name]
+    client[TEST_DB].drop_collection(name)
+
+
+@pytest.fixture
+def queue(collection: Collection[dict[str, Any]]) -> MongoQueue:
+    """A queue with no retry backoff, so a failed job is claimable again at once."""
+    return MongoQueue(collection, "consumer-1", timeout=30, max_attempts=3, retry=NO_BACKOFF)

@@ -1,0 +1,39 @@
+"""Small test helpers: deadline-bounded polling and direct lease expiry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from mongoqueue import Job, MongoQueue
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.02
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def expire_lease(queue: MongoQueue, job: Job) -> None:
+    """Make ``job``'s lease end now, as if its timeout had passed.
+
+    Moves the lease end into the past on the server; the queue itself still has
+    to notice the expiry. Used where waiting out a real lease would slow tests.
+    """
+    past = queue._now().replace(year=2000)
+    result = queue.collection.update_one(
+        {"_id": job.id, "lease_token": {"$type": "string"}},
+        {"$set": {"lease_expires_at": past, "visible_at": past}},
+    )
+    assert result.matched_count == 1, "job is not held"

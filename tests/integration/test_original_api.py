@@ -1,0 +1,115 @@
+"""The original mongoqueue README's examples, unchanged apart from the client class."""
+
+from __future__ import annotations
+
+import pytest
+
+from mongoqueue import Job, LeaseLost, MongoQueue
+
+
+def test_readme_example(collection) -> None:
+    queue = MongoQueue(collection, consumer_id="consumer-1", timeout=300, max_attempts=3)
+    queue.put({"foobar": 1})
+    queue.put({"foobar": 0}, priority=1)
+
+    job = queue.next()
+    assert isinstance(job, Job)
+    assert job.payload == {"foobar": 0}  # higher priority first
+    job.complete()
+
+    job = queue.next()
+    assert job is not None
+    assert job.payload == {"foobar": 1}
+    with job as data:
+        assert data["payload"] == {"foobar": 1}
+    assert queue.size() == 0
+    assert queue.next() is None
+
+
+def test_context_manager_completes_on_success(queue) -> None:
+    queue.put({"n": 1})
+    with queue.next() as data:
+        assert data["payload"] == {"n": 1}
+    assert queue.stats()["total"] == 0
+
+
+def test_context_manager_records_traceback_and_propagates(queue) -> None:
+    job_id = queue.put({"n": 1})
+    with pytest.raises(ZeroDivisionError), queue.next() as data:  # noqa: PT012
+        assert data["payload"] == {"n": 1}
+        1 / 0  # noqa: B018
+    job = queue.get(job_id)
+    assert job is not None
+    assert job.attempts == 1
+    assert job.state == "waiting"
+    assert "ZeroDivisionError" in job.last_error
+    assert "Traceback" in job.last_error
+
+
+def test_context_manager_releases_on_keyboard_interrupt(queue) -> None:
+    job_id = queue.put({"n": 1})
+    with pytest.raises(KeyboardInterrupt), queue.next():
+        raise KeyboardInterrupt
+    job = queue.get(job_id)
+    assert job.attempts == 0
+    assert job.state == "waiting"
+
+
+def test_job_control_methods(queue) -> None:
+    queue.put({"a": 1})
+    job = queue.next()
+    job.progress(3)
+    assert job.progress_count == 3
+    job.error("message")
+    assert job.attempts == 1
+    assert job.last_error == "message"
+    job = queue.next()
+    assert job.attempts == 1
+    job.release()
+    job = queue.next()
+    assert job.attempts == 1  # release does not count as a failure
+    job.complete()
+    assert queue.size() == 0
+
+
+def test_original_accessors(queue) -> None:
+    job_id = queue.put({"x": 1}, priority=7)
+    job = queue.next()
+    assert job.job_id == job_id == job.id
+    assert job.priority == 7
+    assert job.attempts == 0
+    assert job.locked_by == "consumer-1"
+    assert job.locked_at is not None
+    assert job.last_error is None
+
+
+def test_finished_handle_cannot_act_again(queue) -> None:
+    queue.put({"a": 1})
+    job = queue.next()
+    job.complete()
+    for action in (job.complete, job.release, lambda: job.error("x"), lambda: job.progress(1)):
+        with pytest.raises(LeaseLost, match="already"):
+            action()
+
+
+def test_stats_keys(queue) -> None:
+    stats = queue.stats()
+    assert {"available", "locked", "errors", "total"} <= stats.keys()
+    assert stats["total"] == 0
+
+
+def test_clear_keeps_the_queue_usable(queue) -> None:
+    queue.put({"a": 1})
+    queue.put({"a": 2})
+    assert queue.clear() == 2
+    assert queue.size() == 0
+    queue.put({"a": 3})
+    assert queue.next().payload == {"a": 3}
+
+
+def test_drop_max_attempts_is_purge_failed(collection) -> None:
+    queue = MongoQueue(collection, "c", timeout=30, max_attempts=1)
+    queue.put({"a": 1})
+    queue.next().error("boom")
+    assert queue.drop_max_attempts() == 1
+    assert queue.stats()["total"] == 0
