@@ -11,9 +11,7 @@ from mongoqueue import Job, MongoQueue
 T = TypeVar("T")
 
 
-def wait_for(
-    probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.02
-) -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.02) -> T:
     """Call ``probe`` until it returns something truthy; fail at the deadline."""
     deadline = time.monotonic() + timeout
     while True:

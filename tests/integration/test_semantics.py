@@ -226,9 +226,7 @@ def test_lease_expiry_ignores_local_clock(collection, monkeypatch) -> None:
     skewed = MongoQueue(collection, "skewed", timeout=30, retry=NO_BACKOFF)
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 3 * 3600)
-    monkeypatch.setattr(
-        "mongoqueue.queue.datetime", _SkewedDatetime, raising=False
-    )
+    monkeypatch.setattr("mongoqueue.queue.datetime", _SkewedDatetime, raising=False)
     assert skewed.next() is None  # three hours "later" locally; the lease still holds
     job.complete()
 
