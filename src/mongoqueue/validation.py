@@ -98,19 +98,19 @@ def check_delay(delay: object, run_at: object) -> tuple[float, datetime | None]:
 
 
 def _check_keys(doc: Mapping[Any, Any], path: str) -> None:
+    where = path or "the top level"
     for key, value in doc.items():
-        where = f"{path}.{key}" if path else repr(key)
         if not isinstance(key, str):
             raise InvalidPayload(
-                f"payload key {key!r} at {path or 'top level'} is a {type(key).__name__}; "
+                f"payload key {key!r} at {where} is a {type(key).__name__}; "
                 "MongoDB documents need string keys"
             )
         if key.startswith("$") or "." in key or "\x00" in key:
             raise InvalidPayload(
-                f"payload key {where} is not allowed: keys may not start with '$' or "
-                "contain '.' or NUL; rename it"
+                f"payload key {key!r} at {where} is not allowed: keys may not start "
+                "with '$' or contain '.' or NUL; rename it"
             )
-        _check_value(value, where)
+        _check_value(value, f"{path}.{key}" if path else key)
 
 
 def _check_value(value: object, path: str) -> None:

@@ -1,0 +1,163 @@
+"""A Hypothesis state machine: the real queue against a small model of our rules.
+
+The model is of the queue's rules (priority, FIFO, attempts, leases, failure),
+not of MongoDB: every step runs on the real server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from mongoqueue import NO_BACKOFF, Job, LeaseLost, MongoQueue
+from tests.helpers import expire_lease
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class ModelJob:
+    seq: int
+    priority: int
+    state: str = "waiting"  # waiting | running | failed
+    attempts: int = 0
+    holder: Any = None  # the Job handle that holds it
+    expired: bool = False
+
+
+@dataclass
+class Model:
+    jobs: dict[Any, ModelJob] = field(default_factory=dict)
+
+    def next(self) -> Any:
+        """The id our rules deliver next (recording expiries met on the way), or None."""
+        eligible = [
+            (job_id, job)
+            for job_id, job in self.jobs.items()
+            if job.state == "waiting" or (job.state == "running" and job.expired)
+        ]
+        eligible.sort(key=lambda item: (-item[1].priority, item[1].seq))
+        for job_id, job in eligible:
+            if job.state == "running":  # an expired lease counts as a failed delivery
+                job.attempts += 1
+                job.holder, job.expired = None, False
+                job.state = "failed" if job.attempts >= MAX_ATTEMPTS else "waiting"
+                if job.state == "failed":
+                    continue
+            return job_id
+        return None
+
+
+#: The session's client, set by the test (Hypothesis introspects class attributes).
+_CLIENT: list[Any] = []
+
+
+class QueueMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.collection = _CLIENT[0]["mongoqueue_tests"][f"sm_{uuid.uuid4().hex[:12]}"]
+        self.queue = MongoQueue(
+            self.collection, "sm", timeout=60, max_attempts=MAX_ATTEMPTS, retry=NO_BACKOFF
+        )
+        self.model = Model()
+        self.seq = 0
+
+    handles = Bundle("handles")
+
+    @rule(priority=st.integers(-2, 2))
+    def put(self, priority: int) -> None:
+        job_id = self.queue.put({"seq": self.seq}, priority=priority)
+        self.model.jobs[job_id] = ModelJob(self.seq, priority)
+        self.seq += 1
+
+    @rule(target=handles)
+    def next(self) -> Job:
+        expected = self.model.next()
+        job = self.queue.next()
+        if expected is None:
+            assert job is None
+            return None  # type: ignore[return-value]
+        assert job is not None
+        assert job.id == expected
+        model = self.model.jobs[expected]
+        assert job.attempts == model.attempts
+        model.state, model.holder = "running", job
+        return job
+
+    def _holds(self, handle: Job | None) -> ModelJob | None:
+        if handle is None:
+            return None
+        model = self.model.jobs.get(handle.id)
+        return model if model is not None and model.holder is handle else None
+
+    def _act(self, handle: Job | None, action: str) -> ModelJob | None:
+        """Run ``action`` on the handle; it must succeed exactly when the model says so."""
+        if handle is None:
+            return None
+        model = self._holds(handle)
+        if model is None:
+            with pytest.raises(LeaseLost):
+                getattr(handle, action)()
+            return None
+        getattr(handle, action)()
+        model.holder, model.expired = None, False
+        return model
+
+    @rule(handle=handles)
+    def complete(self, handle: Job | None) -> None:
+        if self._act(handle, "complete") is not None:
+            del self.model.jobs[handle.id]
+
+    @rule(handle=handles)
+    def error(self, handle: Job | None) -> None:
+        model = self._act(handle, "error")
+        if model is not None:
+            model.attempts += 1
+            model.state = "failed" if model.attempts >= MAX_ATTEMPTS else "waiting"
+
+    @rule(handle=handles)
+    def release(self, handle: Job | None) -> None:
+        model = self._act(handle, "release")
+        if model is not None:
+            model.state = "waiting"
+
+    @rule(handle=handles)
+    def lease_expires(self, handle: Job | None) -> None:
+        model = self._holds(handle)
+        if model is not None and not model.expired:
+            expire_lease(self.queue, handle)
+            model.expired = True
+
+    @invariant()
+    def counts_match(self) -> None:
+        stats = self.queue.stats()
+        states = [job.state for job in self.model.jobs.values()]
+        assert stats["available"] == states.count("waiting")
+        assert stats["locked"] == states.count("running")
+        assert stats["expired"] == sum(job.expired for job in self.model.jobs.values())
+        assert stats["failed"] == states.count("failed")
+        assert stats["total"] == len(states)
+        assert self.queue.size() == len(states) - states.count("failed")
+
+    def teardown(self) -> None:
+        attempts = {j.id: j.attempts for j in map(self.queue.get, self.model.jobs)}
+        assert attempts == {i: m.attempts for i, m in self.model.jobs.items()}
+        self.collection.drop()
+
+
+def test_queue_follows_the_model(client) -> None:
+    _CLIENT[:] = [client]
+    runner = QueueMachine.TestCase
+    runner.settings = settings(
+        max_examples=40,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    runner("runTest").runTest()
