@@ -108,7 +108,7 @@ def check_collection(collection: object, expected: type, twin: type, queue_name:
     hint = ""
     if isinstance(collection, twin):
         other = "AsyncMongoQueue" if queue_name == "MongoQueue" else "MongoQueue"
-        hint = f"; for a {twin.__name__} use {other}"
+        hint = f"; pass a {twin.__name__} to {other} instead"
     client = "AsyncMongoClient" if queue_name == "AsyncMongoQueue" else "MongoClient"
     raise InvalidArgumentType(
         f"collection must be a pymongo {expected.__name__} (for example "
