@@ -20,6 +20,7 @@ from pymongo.collection import Collection
 
 from mongoqueue import NO_BACKOFF, MongoQueue
 from mongoqueue.embedded import EmbeddedServer
+from tests.twins import AsyncAPI, SyncAPI
 
 TEST_DB = "mongoqueue_tests"
 
@@ -69,3 +70,17 @@ def collection(client: MongoClient[dict[str, Any]]) -> Iterator[Collection[dict[
 def queue(collection: Collection[dict[str, Any]]) -> MongoQueue:
     """A queue with no retry backoff, so a failed job is claimable again at once."""
     return MongoQueue(collection, "consumer-1", timeout=30, max_attempts=3, retry=NO_BACKOFF)
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(
+    request: pytest.FixtureRequest, collection: Collection[dict[str, Any]], mongodb_uri: str
+) -> Iterator[SyncAPI]:
+    """Either twin, so one behavioural test runs against MongoQueue and AsyncMongoQueue.
+
+    ``api.queue(consumer_id, timeout, max_attempts, retry=)`` builds a queue on the
+    test's collection; the async one is driven through ``tests.twins.Blocking``.
+    """
+    twin = SyncAPI(collection) if request.param == "sync" else AsyncAPI(collection, mongodb_uri)
+    yield twin
+    twin.close()

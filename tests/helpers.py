@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from pymongo.collection import Collection
 
 from mongoqueue import Job, MongoQueue
 
@@ -32,6 +35,16 @@ def expire_lease(queue: MongoQueue, job: Job) -> None:
     past = queue._now().replace(year=2000)
     result = queue.collection.update_one(
         {"_id": job.id, "lease_token": {"$type": "string"}},
+        {"$set": {"lease_expires_at": past, "visible_at": past}},
+    )
+    assert result.matched_count == 1, "job is not held"
+
+
+def expire_lease_of(collection: Collection[Any], job_id: Any) -> None:
+    """Make the lease of the job ``job_id`` end in the past (for either twin's queue)."""
+    past = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    result = collection.update_one(
+        {"_id": job_id, "lease_token": {"$type": "string"}},
         {"$set": {"lease_expires_at": past, "visible_at": past}},
     )
     assert result.matched_count == 1, "job is not held"

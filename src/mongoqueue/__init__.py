@@ -5,6 +5,7 @@ reliability (a job whose consumer died is delivered again when its lease
 expires) and atomic state changes, on pymongo 4.9+ and MongoDB 4.4+.
 """
 
+from .aio import AsyncJob, AsyncMongoQueue
 from .errors import (
     DuplicateKeyConflict,
     IndexConflict,
@@ -25,6 +26,8 @@ __version__ = "1.0.0.dev0"
 __all__ = [
     "DEFAULT_RETRY",
     "NO_BACKOFF",
+    "AsyncJob",
+    "AsyncMongoQueue",
     "DuplicateKeyConflict",
     "IndexConflict",
     "InvalidArgument",

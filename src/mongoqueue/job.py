@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import MongoQueueError
 
@@ -152,6 +152,26 @@ def exception_message(
     return "".join(traceback.format_exception(exc_type, exc, tb))
 
 
+def exit_outcome(
+    exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+) -> tuple[Literal["complete", "error", "release"], str | None]:
+    """What leaving ``with job`` / ``async with job`` does, and the error message.
+
+    Success completes the job; an ``Exception`` records its traceback as the job's
+    error; anything else (KeyboardInterrupt, SystemExit, a cancelled task) is not
+    the job's fault and releases it.
+    """
+    if exc_type is None or exc is None:
+        return "complete", None
+    if isinstance(exc, Exception):
+        return "error", exception_message(exc_type, exc, tb)
+    return "release", None
+
+
+def log_unrecorded_failure(job: JobData, error: MongoQueueError) -> None:
+    log.warning("could not record the failure of job %s: %s", job.id, error)
+
+
 class Job(JobData):
     """A job claimed from a :class:`~mongoqueue.MongoQueue`.
 
@@ -195,13 +215,14 @@ class Job(JobData):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None or exc is None:
+        outcome, message = exit_outcome(exc_type, exc, tb)
+        if outcome == "complete":
             self.complete()
             return
         try:
-            if isinstance(exc, Exception):
-                self.error(exception_message(exc_type, exc, tb))
-            else:  # KeyboardInterrupt, SystemExit: not the job's fault
+            if outcome == "error":
+                self.error(message)
+            else:
                 self.release()
         except MongoQueueError as inner:
-            log.warning("could not record the failure of job %s: %s", self.id, inner)
+            log_unrecorded_failure(self, inner)

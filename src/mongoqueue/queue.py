@@ -13,89 +13,29 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import pymongo.errors
-from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
 from . import operations as ops
-from .clock import ServerClock
-from .errors import (
-    DuplicateKeyConflict,
-    IndexConflict,
-    InvalidArgument,
-    InvalidArgumentType,
-    LeaseLost,
-    driver_errors,
+from ._core import (
+    DEFAULT_RETRY,
+    KEY_RETRIES,
+    MAX_BATCH,
+    MAX_EXPIRIES_PER_CLAIM,
+    QueueConfig,
+    QueueCore,
+    check_collection,
 )
-from .job import Job, finished_handle_message, lease_lost_message
+from .errors import driver_errors
+from .job import Job
 from .retry import RetryPolicy
-from .validation import (
-    DEFAULT_MAX_DOCUMENT_BYTES,
-    check_consumer_id,
-    check_delay,
-    check_key,
-    check_positive_int,
-    check_priority,
-    check_seconds,
-    encode_payload,
-)
-from .waiting import (
-    CHANGE_STREAMS_UNSUPPORTED,
-    RECHECK_SECONDS,
-    Deadline,
-    PollBackoff,
-)
+from .waiting import CHANGE_STREAMS_UNSUPPORTED, RECHECK_SECONDS, Deadline, PollBackoff
 
-__all__ = ["DEFAULT_RETRY", "MongoQueue"]
-
-#: The default retry policy: full-jitter exponential backoff from 1 s up to 5 min.
-DEFAULT_RETRY = RetryPolicy()
-
-#: A claim that meets expired leases records each expiry and tries again; it
-#: gives up (returning None) after this many in one call.
-MAX_EXPIRIES_PER_CLAIM = 100
-
-#: Largest batch ``next_batch`` claims at once.
-MAX_BATCH = 10_000
-
-#: How many times ``put(key=...)`` retries when the job holding the key finished
-#: between its insert and its lookup.
-_KEY_RETRIES = 5
+__all__ = ["DEFAULT_RETRY", "MAX_BATCH", "MAX_EXPIRIES_PER_CLAIM", "MongoQueue", "QueueConfig"]
 
 
-class QueueConfig:
-    """Validated settings shared by the sync and async queues."""
-
-    def __init__(
-        self,
-        consumer_id: object,
-        timeout: object,
-        max_attempts: object,
-        retry: object,
-    ) -> None:
-        self.consumer_id = check_consumer_id(consumer_id)
-        self.timeout = check_seconds("timeout", timeout, allow_zero=False)
-        self.max_attempts = check_positive_int("max_attempts", max_attempts)
-        if not isinstance(retry, RetryPolicy):
-            raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        self.retry = retry
-
-    @property
-    def lease_ms(self) -> int:
-        return max(1, round(self.timeout * 1000))
-
-    def claim_update(self, token: str | dict[str, Any]) -> list[dict[str, Any]]:
-        return ops.claim_update(
-            token,
-            self.consumer_id,
-            self.lease_ms,
-            self.max_attempts,
-            self.retry,
-            self.retry.draw_jitter(),
-        )
-
-
-class MongoQueue:
+class MongoQueue(QueueCore):
     """A job queue in one MongoDB collection.
 
     ``MongoQueue(collection, consumer_id, timeout=300, max_attempts=3)``:
@@ -103,6 +43,7 @@ class MongoQueue:
     without ``progress()`` before the job is delivered again. A job that fails
     ``max_attempts`` times (errors or expired leases) is *failed* and kept until
     requeued or purged. ``retry`` sets the backoff between deliveries.
+    :class:`~mongoqueue.AsyncMongoQueue` is its asyncio twin.
     """
 
     def __init__(
@@ -114,41 +55,12 @@ class MongoQueue:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        if not isinstance(collection, Collection):
-            raise InvalidArgumentType(
-                "collection must be a pymongo Collection (for example "
-                f"MongoClient(uri).mydb.jobs), got {type(collection).__name__}"
-            )
-        self._config = QueueConfig(consumer_id, timeout, max_attempts, retry)
+        check_collection(collection, Collection, AsyncCollection, "MongoQueue")
+        super().__init__(consumer_id, timeout, max_attempts, retry)
         self.collection = collection
-        self._clock = ServerClock()
-        self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
-        self._indexes_ready = False
-        self._change_streams = True
-
-    # ------------------------------------------------------------------ settings
-
-    @property
-    def consumer_id(self) -> str:
-        return self._config.consumer_id
-
-    @property
-    def timeout(self) -> float:
-        return self._config.timeout
-
-    @property
-    def max_attempts(self) -> int:
-        return self._config.max_attempts
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._config.retry
 
     def __repr__(self) -> str:
-        return (
-            f"<MongoQueue {self.collection.full_name} consumer={self.consumer_id!r} "
-            f"timeout={self.timeout}s max_attempts={self.max_attempts}>"
-        )
+        return self._describe(self.collection.full_name)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -158,13 +70,10 @@ class MongoQueue:
             try:
                 self.collection.create_indexes(ops.indexes())
             except pymongo.errors.OperationFailure as exc:
-                if exc.code in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
-                    raise IndexConflict(
-                        f"an index named like one of mongoqueue's exists on "
-                        f"{self.collection.full_name} with a different definition: "
-                        f"{exc}. Drop it and let the queue create its own."
-                    ) from exc
-                raise
+                conflict = self._index_conflict(exc, self.collection.full_name)
+                if conflict is None:
+                    raise
+                raise conflict from exc
         self._indexes_ready = True
 
     def _ensure_ready(self) -> None:
@@ -177,42 +86,10 @@ class MongoQueue:
             sent_at = time.monotonic()
             with driver_errors():
                 reply = self.collection.database.command("hello")
-            self._clock.record(reply["localTime"], sent_at)
-            self._max_document_bytes = int(
-                reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES)
-            )
+            self._record_hello(reply, sent_at)
         return self._clock.now()
 
     # ------------------------------------------------------------------ put
-
-    def _new_job(
-        self,
-        payload: object,
-        priority: object,
-        delay: object,
-        run_at: object,
-        key: object,
-        max_attempts: object,
-        retry: object,
-        now: datetime,
-    ) -> dict[str, Any]:
-        priority = check_priority(priority)
-        delay_seconds, run_at_utc = check_delay(delay, run_at)
-        if max_attempts is not None:
-            max_attempts = check_positive_int("max_attempts", max_attempts)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
-        return ops.new_job(
-            ObjectId(),
-            encode_payload(payload, self._max_document_bytes),
-            priority=priority,
-            created_at=now,
-            scheduled_at=scheduled,
-            key=check_key(key),
-            max_attempts=max_attempts,
-            retry=retry,
-        )
 
     def put(
         self,
@@ -235,7 +112,7 @@ class MongoQueue:
         doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, self._now())
         self._ensure_ready()
         with driver_errors():
-            for _ in range(_KEY_RETRIES):
+            for _ in range(KEY_RETRIES):
                 try:
                     self.collection.insert_one(doc)
                     return doc["_id"]
@@ -245,10 +122,7 @@ class MongoQueue:
                 existing = self.collection.find_one(ops.active_key_filter(doc["key"]), {"_id": 1})
                 if existing is not None:
                     return existing["_id"]
-        raise DuplicateKeyConflict(
-            f"could not put a job with key {doc['key']!r}: jobs with that key kept "
-            "finishing and reappearing while we tried; try again"
-        )
+        raise self._key_conflict(doc["key"])
 
     def put_many(
         self,
@@ -265,19 +139,8 @@ class MongoQueue:
         Every payload is checked first: a bad one fails the call before anything
         is written. Jobs keep the order of ``payloads`` (first in, first out).
         """
-        if isinstance(payloads, Mapping) or not isinstance(payloads, Iterable):
-            raise InvalidArgumentType(
-                "payloads must be an iterable of mappings (for example a list of dicts)"
-            )
-        now = self._now()
-        docs = []
-        for index, payload in enumerate(payloads):
-            try:
-                docs.append(
-                    self._new_job(payload, priority, delay, run_at, None, max_attempts, retry, now)
-                )
-            except (InvalidArgument, InvalidArgumentType) as exc:
-                raise type(exc)(f"payloads[{index}]: {exc}") from exc
+        payloads = self._check_payloads(payloads)
+        docs = self._new_jobs(payloads, priority, delay, run_at, max_attempts, retry, self._now())
         if not docs:
             return []
         self._ensure_ready()
@@ -296,7 +159,7 @@ class MongoQueue:
         self._ensure_ready()
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
-                token = str(ObjectId())
+                token = self._new_token()
                 doc = self.collection.find_one_and_update(
                     ops.claim_filter(self._now()),
                     self._config.claim_update(token),
@@ -305,7 +168,7 @@ class MongoQueue:
                 )
                 if doc is None:
                     return None
-                if doc.get("lease_token") == token:
+                if self._is_own_claim(doc, token):
                     return Job(self, doc)
                 # We met an expired lease and recorded it; claim again.
         return None
@@ -317,12 +180,11 @@ class MongoQueue:
         until a job becomes available or the time is up: woken by a change
         stream where the server has them, else by polling.
         """
-        if wait is not None:
-            wait = check_seconds("wait", wait, allow_zero=True)
+        deadline = self._wait_deadline(wait)
         job = self._claim()
-        if job is not None or not wait:
+        if job is not None or deadline is None:
             return job
-        return self._wait_and_claim(Deadline(wait))
+        return self._wait_and_claim(deadline)
 
     def _wait_and_claim(self, deadline: Deadline) -> Job | None:
         if self._change_streams:
@@ -356,9 +218,7 @@ class MongoQueue:
 
     def next_batch(self, n: int) -> list[Job]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease."""
-        n = check_positive_int("n", n)
-        if n > MAX_BATCH:
-            raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {n}")
+        n = self._check_batch_size(n)
         self._ensure_ready()
         with driver_errors():
             now = self._now()
@@ -370,63 +230,43 @@ class MongoQueue:
             ]
             if not ids:
                 return []
-            prefix = str(ObjectId())
-            self.collection.update_many(
-                {**ops.claim_filter(now), "_id": {"$in": ids}},
-                self._config.claim_update(ops.batch_token(prefix)),
-            )
-            claimed = {
-                doc["_id"]: doc
-                for doc in self.collection.find(
-                    {"_id": {"$in": ids}, "lease_token": {"$in": ops.batch_tokens(prefix, ids)}}
-                )
-            }
-        return [Job(self, claimed[i]) for i in ids if i in claimed]
+            prefix = self._new_token()
+            self.collection.update_many(*self._batch_update(now, ids, prefix))
+            docs = self.collection.find(self._batch_fetch_filter(ids, prefix))
+            return [Job(self, doc) for doc in self._in_claim_order(ids, docs)]
 
     # ------------------------------------------------------------------ job handle
 
     def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> None:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
-        if job._token is None:
-            raise LeaseLost(finished_handle_message(job.id, action))
+        token = self._token_of(job, action)
         with driver_errors():
             doc = self.collection.find_one_and_update(
-                ops.held(job.id, job._token),
+                ops.held(job.id, token),
                 update,
                 projection=ops.METADATA_PROJECTION,
                 return_document=ReturnDocument.AFTER,
             )
             if doc is None:
-                self._lease_lost(job, action)
-        job._update(doc)
-        job._token = doc.get("lease_token") if doc.get("lease_token") == job._token else None
+                self._raise_lease_lost(job, action)
+        self._after_fenced(job, doc)
 
-    def _lease_lost(self, job: Job, action: str) -> NoReturn:
-        job._token = None
+    def _raise_lease_lost(self, job: Job, action: str) -> NoReturn:
         current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
-        raise LeaseLost(lease_lost_message(job.id, action, current))
+        raise self._lease_lost(job, action, current)
 
     def _complete(self, job: Job) -> None:
-        if job._token is None:
-            raise LeaseLost(finished_handle_message(job.id, "complete"))
+        token = self._token_of(job, "complete")
         with driver_errors():
-            if self.collection.delete_one(ops.held(job.id, job._token)).deleted_count == 0:
-                self._lease_lost(job, "complete")
+            if self.collection.delete_one(ops.held(job.id, token)).deleted_count == 0:
+                self._raise_lease_lost(job, "complete")
         job._token = None
 
     def _error(self, job: Job, message: str | None) -> None:
-        if message is not None and not isinstance(message, str):
-            message = str(message)
-        self._fenced(
-            job,
-            "record an error for",
-            ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter()),
-        )
+        self._fenced(job, "record an error for", self._error_update(message))
 
     def _progress(self, job: Job, count: int) -> None:
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise InvalidArgumentType(f"count must be an int, got {type(count).__name__}")
-        self._fenced(job, "report progress for", ops.progress_update(count, self._config.lease_ms))
+        self._fenced(job, "report progress for", self._progress_update(count))
 
     def _release(self, job: Job) -> None:
         self._fenced(job, "release", ops.release_update())
@@ -447,25 +287,22 @@ class MongoQueue:
         """
         with driver_errors():
             rows = list(self.collection.aggregate(ops.stats_pipeline(self._now())))
-        counts = {key: int(rows[0][key]) if rows else 0 for key in ops.STATS_KEYS}
-        counts["errors"] = counts["failed"]
-        return counts
+        return self._stats_counts(rows)
 
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
         with driver_errors():
             doc = self.collection.find_one({"_id": job_id})
-        return None if doc is None else _snapshot(self, doc)
+        return None if doc is None else self._snapshot(Job(self, doc))
 
     def failed(self, limit: int | None = None) -> list[Job]:
         """Failed jobs (snapshots with their last error), oldest first."""
-        if limit is not None:
-            limit = check_positive_int("limit", limit)
+        limit = self._check_limit(limit)
         with driver_errors():
             cursor = self.collection.find(ops.failed_filter()).sort("_id", 1)
             if limit is not None:
                 cursor = cursor.limit(limit)
-            return [_snapshot(self, doc) for doc in cursor]
+            return [self._snapshot(Job(self, doc)) for doc in cursor]
 
     # ------------------------------------------------------------------ maintenance
 
@@ -478,8 +315,7 @@ class MongoQueue:
         self._ensure_ready()
         with driver_errors():
             result = self.collection.update_many(
-                ops.expired_filter(self._now()),
-                ops.expire_update(self.max_attempts, self.retry, self.retry.draw_jitter()),
+                ops.expired_filter(self._now()), self._expire_update()
             )
         return result.modified_count
 
@@ -491,7 +327,7 @@ class MongoQueue:
         by a waiting or running job stays failed (``DuplicateKeyConflict`` when
         one job was named).
         """
-        job_id = job.id if isinstance(job, Job) else job
+        job_id = self._requeue_target(job)
         self._ensure_ready()
         with driver_errors():
             if job_id is not None:
@@ -500,9 +336,7 @@ class MongoQueue:
                         ops.requeue_filter(job_id), ops.requeue_update()
                     )
                 except pymongo.errors.DuplicateKeyError as exc:
-                    raise DuplicateKeyConflict(
-                        f"cannot requeue job {job_id}: a waiting or running job already has its key"
-                    ) from exc
+                    raise self._requeue_conflict(job_id) from exc
                 return result.modified_count
             try:
                 return self.collection.update_many(
@@ -533,10 +367,3 @@ class MongoQueue:
         """Delete every job (the indexes stay). Returns how many were deleted."""
         with driver_errors():
             return self.collection.delete_many({}).deleted_count
-
-
-def _snapshot(queue: MongoQueue, doc: Mapping[str, Any]) -> Job:
-    """A read-only handle: it shows the job but holds no claim on it."""
-    job = Job(queue, doc)
-    job._token = None
-    return job

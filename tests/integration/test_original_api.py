@@ -1,19 +1,28 @@
-"""The original mongoqueue README's examples, unchanged apart from the client class."""
+"""The original mongoqueue README's examples, unchanged apart from the client class.
+
+Each runs against MongoQueue and, through the ``api`` fixture, AsyncMongoQueue.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from mongoqueue import Job, LeaseLost, MongoQueue
+from mongoqueue import NO_BACKOFF, LeaseLost
 
 
-def test_readme_example(collection) -> None:
-    queue = MongoQueue(collection, consumer_id="consumer-1", timeout=300, max_attempts=3)
+@pytest.fixture
+def queue(api):
+    """The sync or the async queue, with no retry backoff."""
+    return api.queue("consumer-1", timeout=30, max_attempts=3, retry=NO_BACKOFF)
+
+
+def test_readme_example(api, collection) -> None:
+    queue = api.queue(consumer_id="consumer-1", timeout=300, max_attempts=3)
     queue.put({"foobar": 1})
     queue.put({"foobar": 0}, priority=1)
 
     job = queue.next()
-    assert isinstance(job, Job)
+    assert api.is_job(job)
     assert job.payload == {"foobar": 0}  # higher priority first
     job.complete()
 
@@ -107,8 +116,8 @@ def test_clear_keeps_the_queue_usable(queue) -> None:
     assert queue.next().payload == {"a": 3}
 
 
-def test_drop_max_attempts_is_purge_failed(collection) -> None:
-    queue = MongoQueue(collection, "c", timeout=30, max_attempts=1)
+def test_drop_max_attempts_is_purge_failed(api, collection) -> None:
+    queue = api.queue("c", timeout=30, max_attempts=1)
     queue.put({"a": 1})
     queue.next().error("boom")
     assert queue.drop_max_attempts() == 1

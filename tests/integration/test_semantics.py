@@ -1,4 +1,8 @@
-"""The queue's rules, each checked on a real server."""
+"""The queue's rules, each checked on a real server, for both twins.
+
+Every test runs twice, against MongoQueue and AsyncMongoQueue (the ``api``
+fixture): ``api.queue(...)`` takes MongoQueue's arguments without the collection.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,38 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mongoqueue import NO_BACKOFF, Job, LeaseLost, MongoQueue, RetryPolicy
-from tests.helpers import expire_lease, wait_for
+from mongoqueue import NO_BACKOFF, LeaseLost, MongoQueue, RetryPolicy
+from tests.helpers import expire_lease_of, wait_for
+
+
+@pytest.fixture
+def queue(api):
+    """The sync or the async queue, with no retry backoff."""
+    return api.queue("consumer-1", timeout=30, max_attempts=3, retry=NO_BACKOFF)
+
 
 # ---------------------------------------------------------------- isolation
 
 
-def test_one_holder_at_a_time(queue, collection) -> None:
+def test_one_holder_at_a_time(api, queue, collection) -> None:
     queue.put({"a": 1})
-    other = MongoQueue(collection, "consumer-2", timeout=30, retry=NO_BACKOFF)
+    other = api.queue("consumer-2", timeout=30, retry=NO_BACKOFF)
     first = queue.next()
     assert first is not None
     assert other.next() is None  # held: not delivered twice
 
 
-def test_stale_handle_cannot_change_the_job(queue, collection) -> None:
+def test_stale_handle_cannot_change_the_job(api, queue, collection) -> None:
     queue.put({"a": 1})
     claim = queue.next().data  # what the first consumer holds
-    expire_lease(queue, Job(queue, claim))
-    other = MongoQueue(collection, "consumer-2", timeout=30, retry=NO_BACKOFF)
+    expire_lease_of(collection, claim["_id"])
+    other = api.queue("consumer-2", timeout=30, retry=NO_BACKOFF)
     fresh = other.next()
     assert fresh is not None
     assert fresh.id == claim["_id"]
     actions = ("complete", "release", "error", "progress")
     for action in actions:
-        stale = Job(queue, claim)  # a handle of the first claim
+        stale = api.job(queue, claim)  # a handle of the first claim
         with pytest.raises(LeaseLost, match="claimed again by 'consumer-2'"):
             getattr(stale, action)()
         assert not stale.held
@@ -59,8 +70,8 @@ def test_every_claim_gets_a_fresh_token(queue) -> None:
 # ---------------------------------------------------------------- reliability
 
 
-def test_expired_lease_is_claimed_again_without_repair(collection) -> None:
-    queue = MongoQueue(collection, "c1", timeout=0.5, retry=NO_BACKOFF)
+def test_expired_lease_is_claimed_again_without_repair(api, collection) -> None:
+    queue = api.queue("c1", timeout=0.5, retry=NO_BACKOFF)
     queue.put({"a": 1})
     held = queue.next()
     assert queue.next() is None
@@ -70,12 +81,12 @@ def test_expired_lease_is_claimed_again_without_repair(collection) -> None:
     assert "lease expired" in again.last_error
 
 
-def test_repair_frees_every_expired_lease(queue) -> None:
+def test_repair_frees_every_expired_lease(queue, collection) -> None:
     for i in range(3):
         queue.put({"i": i})
     jobs = [queue.next() for _ in range(3)]
-    expire_lease(queue, jobs[0])
-    expire_lease(queue, jobs[1])
+    expire_lease_of(collection, jobs[0].id)
+    expire_lease_of(collection, jobs[1].id)
     assert queue.stats()["expired"] == 2
     assert queue.repair() == 2
     stats = queue.stats()
@@ -90,8 +101,8 @@ def test_repair_frees_every_expired_lease(queue) -> None:
 # ---------------------------------------------------------------- attempts
 
 
-def test_max_attempts_fails_the_job(collection) -> None:
-    queue = MongoQueue(collection, "c", timeout=30, max_attempts=2, retry=NO_BACKOFF)
+def test_max_attempts_fails_the_job(api, collection) -> None:
+    queue = api.queue("c", timeout=30, max_attempts=2, retry=NO_BACKOFF)
     job_id = queue.put({"a": 1})
     queue.next().error("one")
     job = queue.next()
@@ -106,13 +117,13 @@ def test_max_attempts_fails_the_job(collection) -> None:
     assert queue.size() == 0
 
 
-def test_expired_leases_count_towards_max_attempts(collection) -> None:
-    queue = MongoQueue(collection, "c", timeout=30, max_attempts=2, retry=NO_BACKOFF)
+def test_expired_leases_count_towards_max_attempts(api, collection) -> None:
+    queue = api.queue("c", timeout=30, max_attempts=2, retry=NO_BACKOFF)
     queue.put({"a": 1})
-    expire_lease(queue, queue.next())
+    expire_lease_of(collection, queue.next().id)
     job = queue.next()
     assert job.attempts == 1
-    expire_lease(queue, job)
+    expire_lease_of(collection, job.id)
     assert queue.next() is None
     [failed] = queue.failed()
     assert failed.attempts == 2
@@ -127,8 +138,8 @@ def test_release_keeps_attempts(queue) -> None:
     assert job.attempts == 0
 
 
-def test_requeue_one_and_all_and_purge(collection) -> None:
-    queue = MongoQueue(collection, "c", timeout=30, max_attempts=1, retry=NO_BACKOFF)
+def test_requeue_one_and_all_and_purge(api, collection) -> None:
+    queue = api.queue("c", timeout=30, max_attempts=1, retry=NO_BACKOFF)
     ids = [queue.put({"i": i}) for i in range(3)]
     for _ in ids:
         queue.next().error("boom")
@@ -189,9 +200,9 @@ def test_put_many_rejects_before_writing(queue) -> None:
 # ---------------------------------------------------------------- progress
 
 
-def test_progress_extends_the_lease(collection) -> None:
-    queue = MongoQueue(collection, "c1", timeout=2, retry=NO_BACKOFF)
-    other = MongoQueue(collection, "c2", timeout=2, retry=NO_BACKOFF)
+def test_progress_extends_the_lease(api, collection) -> None:
+    queue = api.queue("c1", timeout=2, retry=NO_BACKOFF)
+    other = api.queue("c2", timeout=2, retry=NO_BACKOFF)
     queue.put({"a": 1})
     job = queue.next()
     first_end = job.lease_expires_at
@@ -218,15 +229,16 @@ def test_times_are_utc_server_times(queue, client) -> None:
     assert job.lease_expires_at - job.locked_at == timedelta(seconds=30)
 
 
-def test_lease_expiry_ignores_local_clock(collection, monkeypatch) -> None:
+def test_lease_expiry_ignores_local_clock(api, collection, monkeypatch) -> None:
     """A consumer whose wall clock is hours off still honours others' leases."""
-    queue = MongoQueue(collection, "c1", timeout=30, retry=NO_BACKOFF)
+    queue = api.queue("c1", timeout=30, retry=NO_BACKOFF)
     queue.put({"a": 1})
     job = queue.next()
-    skewed = MongoQueue(collection, "skewed", timeout=30, retry=NO_BACKOFF)
+    skewed = api.queue("skewed", timeout=30, retry=NO_BACKOFF)
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 3 * 3600)
-    monkeypatch.setattr("mongoqueue.queue.datetime", _SkewedDatetime, raising=False)
+    monkeypatch.setattr(f"{api.module}.datetime", _SkewedDatetime, raising=False)
+    monkeypatch.setattr("mongoqueue._core.datetime", _SkewedDatetime, raising=False)
     assert skewed.next() is None  # three hours "later" locally; the lease still holds
     job.complete()
 
@@ -271,9 +283,9 @@ def test_delay_and_run_at(queue) -> None:
     assert queue.next() is None
 
 
-def test_error_backoff_follows_the_policy(collection) -> None:
+def test_error_backoff_follows_the_policy(api, collection) -> None:
     policy = RetryPolicy(initial=2.0, maximum=60.0, jitter=False)
-    queue = MongoQueue(collection, "c", timeout=30, max_attempts=5, retry=policy)
+    queue = api.queue("c", timeout=30, max_attempts=5, retry=policy)
     queue.put({"a": 1})
     for failures in (1, 2, 3):
         job = queue.next()
@@ -283,7 +295,7 @@ def test_error_backoff_follows_the_policy(collection) -> None:
         expected = policy.delay(failures, jitter=1.0)
         assert expected - timedelta(seconds=1) <= delay <= expected + timedelta(seconds=1)
         assert queue.next() is None  # not before its backoff
-        queue.collection.update_one({"_id": job.id}, {"$set": {"visible_at": before}})
+        collection.update_one({"_id": job.id}, {"$set": {"visible_at": before}})
 
 
 def test_per_job_retry_policy(queue) -> None:
@@ -325,7 +337,7 @@ def test_next_wait_returns_none_at_deadline(queue) -> None:
 def test_next_wait_wakes_for_a_put(queue, collection) -> None:
     import threading
 
-    producer = MongoQueue(collection, "producer")
+    producer = MongoQueue(collection, "producer")  # a sync producer in another thread
     timer = threading.Timer(0.3, lambda: producer.put({"late": True}))
     timer.start()
     try:

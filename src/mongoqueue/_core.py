@@ -1,0 +1,350 @@
+"""The I/O-free core shared by :class:`MongoQueue` and :class:`AsyncMongoQueue`.
+
+Like pymongo's ``*_shared.py`` modules: everything a queue *decides* lives
+here (validated settings, the job documents to insert, the updates to send,
+how to read the replies, the errors to raise), and the two queue classes only
+add the I/O, one plain call or one ``await`` each. Nothing here talks to the
+server, sleeps or reads a wall clock. The documents themselves come from
+:mod:`mongoqueue.operations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import pymongo.errors
+from bson import ObjectId
+
+from . import operations as ops
+from .clock import ServerClock
+from .errors import (
+    DuplicateKeyConflict,
+    IndexConflict,
+    InvalidArgument,
+    InvalidArgumentType,
+    LeaseLost,
+)
+from .job import JobData, finished_handle_message, lease_lost_message
+from .retry import RetryPolicy
+from .validation import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    check_consumer_id,
+    check_delay,
+    check_key,
+    check_positive_int,
+    check_priority,
+    check_seconds,
+    encode_payload,
+)
+from .waiting import Deadline
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "KEY_RETRIES",
+    "MAX_BATCH",
+    "MAX_EXPIRIES_PER_CLAIM",
+    "QueueConfig",
+    "QueueCore",
+]
+
+#: The default retry policy: full-jitter exponential backoff from 1 s up to 5 min.
+DEFAULT_RETRY = RetryPolicy()
+
+#: A claim that meets expired leases records each expiry and tries again; it
+#: gives up (returning None) after this many in one call.
+MAX_EXPIRIES_PER_CLAIM = 100
+
+#: Largest batch ``next_batch`` claims at once.
+MAX_BATCH = 10_000
+
+#: How many times ``put(key=...)`` retries when the job holding the key finished
+#: between its insert and its lookup.
+KEY_RETRIES = 5
+
+#: Server error codes of ``createIndexes`` meaning "an index with this name differs".
+_INDEX_CONFLICT_CODES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+J = TypeVar("J", bound=JobData)
+
+
+class QueueConfig:
+    """Validated settings shared by the sync and async queues."""
+
+    def __init__(
+        self,
+        consumer_id: object,
+        timeout: object,
+        max_attempts: object,
+        retry: object,
+    ) -> None:
+        self.consumer_id = check_consumer_id(consumer_id)
+        self.timeout = check_seconds("timeout", timeout, allow_zero=False)
+        self.max_attempts = check_positive_int("max_attempts", max_attempts)
+        if not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self.retry = retry
+
+    @property
+    def lease_ms(self) -> int:
+        return max(1, round(self.timeout * 1000))
+
+    def claim_update(self, token: str | dict[str, Any]) -> list[dict[str, Any]]:
+        return ops.claim_update(
+            token,
+            self.consumer_id,
+            self.lease_ms,
+            self.max_attempts,
+            self.retry,
+            self.retry.draw_jitter(),
+        )
+
+
+def check_collection(collection: object, expected: type, twin: type, queue_name: str) -> None:
+    """Refuse anything but the collection class the queue drives (naming the twin)."""
+    if isinstance(collection, expected):
+        return
+    hint = ""
+    if isinstance(collection, twin):
+        other = "AsyncMongoQueue" if queue_name == "MongoQueue" else "MongoQueue"
+        hint = f"; pass a {twin.__name__} to {other} instead"
+    client = "AsyncMongoClient" if queue_name == "AsyncMongoQueue" else "MongoClient"
+    raise InvalidArgumentType(
+        f"collection must be a pymongo {expected.__name__} (for example "
+        f"{client}(uri).mydb.jobs), got {type(collection).__name__}{hint}"
+    )
+
+
+class QueueCore:
+    """Settings, clock estimate and every I/O-free step of a queue.
+
+    The sync and async queues derive from it and add the server calls. Their
+    public methods have the same names and signatures (a test compares them).
+    """
+
+    def __init__(self, consumer_id: object, timeout: object, max_attempts: object, retry: object):
+        self._config = QueueConfig(consumer_id, timeout, max_attempts, retry)
+        self._clock = ServerClock()
+        self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
+        self._indexes_ready = False
+        self._change_streams = True
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def consumer_id(self) -> str:
+        return self._config.consumer_id
+
+    @property
+    def timeout(self) -> float:
+        return self._config.timeout
+
+    @property
+    def max_attempts(self) -> int:
+        return self._config.max_attempts
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._config.retry
+
+    def _describe(self, full_name: str) -> str:
+        return (
+            f"<{type(self).__name__} {full_name} consumer={self.consumer_id!r} "
+            f"timeout={self.timeout}s max_attempts={self.max_attempts}>"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _index_conflict(
+        exc: pymongo.errors.OperationFailure, full_name: str
+    ) -> IndexConflict | None:
+        """Our error for a failed ``createIndexes``, or None to re-raise the driver's."""
+        if exc.code not in _INDEX_CONFLICT_CODES:
+            return None
+        return IndexConflict(
+            f"an index named like one of mongoqueue's exists on {full_name} with a "
+            f"different definition: {exc}. Drop it and let the queue create its own."
+        )
+
+    def _record_hello(self, reply: Mapping[str, Any], sent_at: float) -> None:
+        """Anchor the clock on a ``hello`` reply sent at monotonic time ``sent_at``."""
+        self._clock.record(reply["localTime"], sent_at)
+        self._max_document_bytes = int(reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES))
+
+    # ------------------------------------------------------------------ put
+
+    def _new_job(
+        self,
+        payload: object,
+        priority: object,
+        delay: object,
+        run_at: object,
+        key: object,
+        max_attempts: object,
+        retry: object,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The document ``put`` inserts, after checking every argument."""
+        priority = check_priority(priority)
+        delay_seconds, run_at_utc = check_delay(delay, run_at)
+        if max_attempts is not None:
+            max_attempts = check_positive_int("max_attempts", max_attempts)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
+        return ops.new_job(
+            ObjectId(),
+            encode_payload(payload, self._max_document_bytes),
+            priority=priority,
+            created_at=now,
+            scheduled_at=scheduled,
+            key=check_key(key),
+            max_attempts=max_attempts,
+            retry=retry,
+        )
+
+    @staticmethod
+    def _check_payloads(payloads: object) -> Iterable[Any]:
+        if isinstance(payloads, Mapping) or not isinstance(payloads, Iterable):
+            raise InvalidArgumentType(
+                "payloads must be an iterable of mappings (for example a list of dicts)"
+            )
+        return payloads
+
+    def _new_jobs(
+        self,
+        payloads: Iterable[Any],
+        priority: object,
+        delay: object,
+        run_at: object,
+        max_attempts: object,
+        retry: object,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """The documents ``put_many`` inserts; a bad payload fails them all, by index."""
+        docs = []
+        for index, payload in enumerate(payloads):
+            try:
+                docs.append(
+                    self._new_job(payload, priority, delay, run_at, None, max_attempts, retry, now)
+                )
+            except (InvalidArgument, InvalidArgumentType) as exc:
+                raise type(exc)(f"payloads[{index}]: {exc}") from exc
+        return docs
+
+    @staticmethod
+    def _key_conflict(key: str) -> DuplicateKeyConflict:
+        return DuplicateKeyConflict(
+            f"could not put a job with key {key!r}: jobs with that key kept "
+            "finishing and reappearing while we tried; try again"
+        )
+
+    # ------------------------------------------------------------------ claim
+
+    @staticmethod
+    def _new_token() -> str:
+        return str(ObjectId())
+
+    @staticmethod
+    def _is_own_claim(doc: Mapping[str, Any], token: str) -> bool:
+        """Whether a claim's reply delivered the job to us (else it recorded an expiry)."""
+        return doc.get("lease_token") == token
+
+    @staticmethod
+    def _wait_deadline(wait: object) -> Deadline | None:
+        """``next(wait=)``: None for no waiting, else the deadline to wait until."""
+        if wait is None:
+            return None
+        seconds = check_seconds("wait", wait, allow_zero=True)
+        return Deadline(seconds) if seconds else None
+
+    @staticmethod
+    def _check_batch_size(n: object) -> int:
+        n = check_positive_int("n", n)
+        if n > MAX_BATCH:
+            raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {n}")
+        return n
+
+    def _batch_update(self, now: datetime, ids: list[Any], prefix: str) -> tuple[Any, Any]:
+        """Filter and update of a batch claim's second round trip."""
+        return {**ops.claim_filter(now), "_id": {"$in": ids}}, self._config.claim_update(
+            ops.batch_token(prefix)
+        )
+
+    @staticmethod
+    def _batch_fetch_filter(ids: list[Any], prefix: str) -> dict[str, Any]:
+        """The jobs of ``ids`` that the batch claim ``prefix`` won."""
+        return {"_id": {"$in": ids}, "lease_token": {"$in": ops.batch_tokens(prefix, ids)}}
+
+    @staticmethod
+    def _in_claim_order(ids: list[Any], docs: Iterable[Mapping[str, Any]]) -> list[Any]:
+        claimed = {doc["_id"]: doc for doc in docs}
+        return [claimed[i] for i in ids if i in claimed]
+
+    # ------------------------------------------------------------------ job handle
+
+    @staticmethod
+    def _token_of(job: JobData, action: str) -> str:
+        """The claim token ``job`` holds, or LeaseLost when it holds none."""
+        if job._token is None:
+            raise LeaseLost(finished_handle_message(job.id, action))
+        return job._token
+
+    @staticmethod
+    def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> None:
+        """Take the reply of a fenced update: fresh metadata; keep the token if still held."""
+        token = job._token
+        job._update(doc)
+        job._token = token if doc.get("lease_token") == token else None
+
+    @staticmethod
+    def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
+        """The error for a fenced operation that matched nothing; the handle lets go."""
+        job._token = None
+        return LeaseLost(lease_lost_message(job.id, action, current))
+
+    def _error_update(self, message: object) -> list[dict[str, Any]]:
+        if message is not None and not isinstance(message, str):
+            message = str(message)
+        return ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter())
+
+    def _progress_update(self, count: object) -> list[dict[str, Any]]:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidArgumentType(f"count must be an int, got {type(count).__name__}")
+        return ops.progress_update(count, self._config.lease_ms)
+
+    # ------------------------------------------------------------------ inspection
+
+    @staticmethod
+    def _stats_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
+        counts = {key: int(rows[0][key]) if rows else 0 for key in ops.STATS_KEYS}
+        counts["errors"] = counts["failed"]
+        return counts
+
+    @staticmethod
+    def _check_limit(limit: object) -> int | None:
+        return None if limit is None else check_positive_int("limit", limit)
+
+    @staticmethod
+    def _snapshot(job: J) -> J:
+        """A read-only handle: it shows the job but holds no claim on it."""
+        job._token = None
+        return job
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _expire_update(self) -> list[dict[str, Any]]:
+        return ops.expire_update(self.max_attempts, self.retry, self.retry.draw_jitter())
+
+    @staticmethod
+    def _requeue_target(job: object) -> Any:
+        """The id ``requeue`` acts on: a handle's job id, or the argument itself."""
+        return job.id if isinstance(job, JobData) else job
+
+    @staticmethod
+    def _requeue_conflict(job_id: Any) -> DuplicateKeyConflict:
+        return DuplicateKeyConflict(
+            f"cannot requeue job {job_id}: a waiting or running job already has its key"
+        )
