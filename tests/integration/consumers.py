@@ -2,8 +2,8 @@
 
 ``python -m tests.integration.consumers race URI DB COLLECTION NAME SEED``
     claims jobs until the queue is empty, completing most and releasing some at
-    random; prints one JSON line per claim: the job id, the claim's server time,
-    and how and when (server time) the hold ended.
+    random; prints one JSON line per claim: the job id, the processing window on
+    the machine's monotonic clock, and how the hold ended.
 ``python -m tests.integration.consumers hold URI DB COLLECTION TIMEOUT``
     claims one job, prints its document as JSON, then hangs (to be killed).
 """
@@ -36,14 +36,20 @@ def race(uri: str, db: str, coll: str, name: str, seed: str) -> None:
             time.sleep(0.02)
             continue
         idle_since = None
-        record = {"job": str(job.id), "consumer": name, "start": job.locked_at.isoformat()}
+        # The processing window, on the machine-wide monotonic clock that every
+        # process shares: it starts after the claim returned and ends before the
+        # job is let go, so it lies inside the real hold. (Server times cannot
+        # order two operations: $$NOW is fixed when an operation starts.)
+        record = {"job": str(job.id), "consumer": name, "start": time.monotonic()}
+        time.sleep(rng.uniform(0, 0.003))  # "work"
+        record["end_at"] = time.monotonic()
         try:
             if rng.random() < 0.2:
                 job.release()
-                record.update(end="release", end_at=job.available_at.isoformat())
+                record["end"] = "release"
             else:
                 job.complete()
-                record.update(end="complete")
+                record["end"] = "complete"
         except LeaseLost as exc:
             record.update(end="lease-lost", error=str(exc))
         print(json.dumps(record), flush=True)
