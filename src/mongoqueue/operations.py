@@ -49,6 +49,7 @@ from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from .errors import InvalidArgument
 from .retry import RetryPolicy
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "claim_update",
     "expired_filter",
     "fail_update",
+    "heartbeat_update",
     "held",
     "indexes",
     "new_job",
@@ -66,6 +68,7 @@ __all__ = [
     "release_update",
     "requeue_filter",
     "requeue_update",
+    "state_filter",
     "stats_pipeline",
 ]
 
@@ -345,6 +348,18 @@ def progress_update(count: int, lease_ms: int) -> Pipeline:
     ]
 
 
+def heartbeat_update(lease_ms: int) -> Pipeline:
+    """``heartbeat()``: extend the lease by ``lease_ms`` from now; the progress count stays."""
+    return [
+        {
+            "$set": {
+                "lease_expires_at": _after_ms(lease_ms),
+                "visible_at": _after_ms(lease_ms),
+            }
+        }
+    ]
+
+
 # --------------------------------------------------------------------------- maintenance
 
 
@@ -403,6 +418,25 @@ def stats_pipeline(now: datetime) -> Pipeline:
         },
         {"$project": {"_id": 0}},
     ]
+
+
+#: States a listing can filter on (the CLI's ``--state``), matching ``stats()``'s keys.
+LIST_STATES = ("available", "delayed", "running", "failed", "all")
+
+
+def state_filter(state: str, now: datetime) -> Doc:
+    """Jobs in one of ``LIST_STATES``, as ``stats()`` counts them (``running`` = locked)."""
+    not_held = {"state": READY, "lease_token": {"$not": {"$type": "string"}}}
+    filters: dict[str, Doc] = {
+        "available": {**not_held, "visible_at": {"$lte": now}},
+        "delayed": {**not_held, "visible_at": {"$gt": now}},
+        "running": {"state": READY, "lease_token": {"$type": "string"}},
+        "failed": failed_filter(),
+        "all": {},
+    }
+    if state not in filters:
+        raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
+    return filters[state]
 
 
 STATS_KEYS = ("available", "delayed", "locked", "expired", "failed", "total")

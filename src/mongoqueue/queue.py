@@ -428,6 +428,9 @@ class MongoQueue:
             raise InvalidArgumentType(f"count must be an int, got {type(count).__name__}")
         self._fenced(job, "report progress for", ops.progress_update(count, self._config.lease_ms))
 
+    def _heartbeat(self, job: Job) -> None:
+        self._fenced(job, "extend the lease of", ops.heartbeat_update(self._config.lease_ms))
+
     def _release(self, job: Job) -> None:
         self._fenced(job, "release", ops.release_update())
 
