@@ -42,6 +42,7 @@ from .validation import (
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
     RECHECK_SECONDS,
+    WAKE_SLACK_SECONDS,
     Deadline,
     PollBackoff,
 )
@@ -326,23 +327,23 @@ class MongoQueue:
 
     def _wait_and_claim(self, deadline: Deadline) -> Job | None:
         if self._change_streams:
-            block = min(RECHECK_SECONDS, deadline.seconds)
             try:
-                with (
-                    driver_errors(),
-                    self.collection.watch(
-                        ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                    ) as stream,
-                ):
-                    # Opened before claiming again, so no job put meanwhile is missed.
+                with driver_errors():
                     while True:
-                        job = self._claim()
-                        if job is not None or deadline.expired():
-                            return job
-                        if deadline.remaining() >= block:
-                            stream.try_next()  # returns early on a wake-up event
-                        else:
-                            time.sleep(deadline.remaining())
+                        # A getMore's await time is fixed when the stream opens: when less
+                        # than that is left, reopen with the time left rather than sleep.
+                        block = min(RECHECK_SECONDS, deadline.remaining())
+                        with self.collection.watch(
+                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
+                        ) as stream:
+                            # Opened before claiming again, so no job put meanwhile is missed.
+                            while True:
+                                job = self._claim()
+                                if job is not None or deadline.expired():
+                                    return job
+                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
+                                    break
+                                stream.try_next()  # returns early on a wake-up event
             except pymongo.errors.OperationFailure as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
