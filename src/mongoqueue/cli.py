@@ -559,9 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print("mongoqueue: aborted")
         return EXIT_ERROR
     except click.ClickException as exc:
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            err.print(exc.ctx.get_usage(), markup=False)
         message = " ".join(exc.format_message().split())
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            message += f" (see: {exc.ctx.command_path} --help)"
         err.print(f"mongoqueue: error: {message}", markup=False)
         return exc.exit_code
     return result if isinstance(result, int) else 0
