@@ -14,7 +14,8 @@ A job is one document::
                                  first-in first-out among equal priority, then _id
     visible_at        date       a ready job may be claimed once the server's clock reaches
                                  it: its scheduled time, the end of a retry backoff, or the
-                                 end of the current lease
+                                 end of the current lease (for a job put as due at once,
+                                 a lower bound of the server's time at put)
     attempts          int        failed deliveries so far (error() or an expired lease)
     max_attempts      int        (optional) this job's own limit instead of the queue's
     retry             document   (optional) this job's own RetryPolicy, in milliseconds
@@ -145,18 +146,23 @@ def new_job(
     priority: int,
     created_at: datetime,
     scheduled_at: datetime,
+    visible_at: datetime | None = None,
     key: str | None = None,
     max_attempts: int | None = None,
     retry: RetryPolicy | None = None,
 ) -> Doc:
-    """The document ``put()`` inserts."""
+    """The document ``put()`` inserts.
+
+    ``visible_at`` defaults to ``scheduled_at``; a job due at once gets a lower
+    bound of the server's time instead (see ``ServerClock.spread``).
+    """
     doc: Doc = {
         "_id": job_id,
         "payload": payload,
         "state": READY,
         "priority": priority,
         "scheduled_at": scheduled_at,
-        "visible_at": scheduled_at,
+        "visible_at": scheduled_at if visible_at is None else visible_at,
         "attempts": 0,
         "lease_token": None,
         "locked_by": None,

@@ -178,7 +178,7 @@ class MongoQueue:
             sent_at = time.monotonic()
             with driver_errors():
                 reply = self.collection.database.command("hello")
-            self._clock.record(reply["localTime"], sent_at)
+            self._clock.record(reply["localTime"], sent_at, time.monotonic())
             self._max_document_bytes = int(
                 reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES)
             )
@@ -204,12 +204,16 @@ class MongoQueue:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
+        # A job due at once is visible from a lower bound of the server's time, so a
+        # consumer whose clock estimate is less ahead than ours still sees it as due.
+        due_now = run_at_utc is None and delay_seconds == 0
         return ops.new_job(
             ObjectId(),
             encode_payload(payload, self._max_document_bytes),
             priority=priority,
             created_at=now,
             scheduled_at=scheduled,
+            visible_at=now - self._clock.spread if due_now else None,
             key=check_key(key),
             max_attempts=max_attempts,
             retry=retry,

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import mongoqueue.queue
 from mongoqueue import NO_BACKOFF, Job, LeaseLost, MongoQueue
 from mongoqueue.worker import EXIT_OK, EXIT_UNAVAILABLE, Worker
 from tests.helpers import wait_for
@@ -112,7 +113,9 @@ def test_stop_releases_the_jobs_still_running_after_the_grace_period(queue, coll
     assert job.attempts == 0
 
 
-def test_idle_worker_is_woken_by_a_put(queue, collection) -> None:
+def test_idle_worker_is_woken_by_a_put(queue, collection, monkeypatch) -> None:
+    # Without a wake-up the worker would re-check only after its 30 s wait.
+    monkeypatch.setattr(mongoqueue.queue, "RECHECK_SECONDS", 30.0)
     done = threading.Event()
     worker = Worker(queue, lambda job: done.set(), handle_signals=False, idle_wait=30)
     runner = threading.Thread(target=worker.run)
