@@ -330,28 +330,41 @@ STATE_OPTION = click.Choice(ops.LIST_STATES)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON documents instead of a table.")
 def list_jobs(state: str, limit: int, as_json: bool) -> None:
     """List jobs in claim order (priority, then first in first out)."""
+    queue = _settings().queue()
     jobs = _jobs(state, limit)
     if as_json:
         _print_json([job.data for job in jobs])
         return
+    if not jobs:
+        err.print(f"no {'' if state == 'all' else state + ' '}jobs")
+        return
+    now = queue._now()
     table = Table()
-    for column in ("id", "state", "priority", "attempts", "available at (UTC)", "held by", "key"):
-        table.add_column(column)
-    table.add_column("payload", overflow="ellipsis")
+    table.add_column("id", no_wrap=True, min_width=24)
+    table.add_column("state", no_wrap=True, min_width=7)
+    table.add_column("pri", no_wrap=True, justify="right", min_width=3)
+    table.add_column("att", no_wrap=True, justify="right", min_width=3)
+    table.add_column("due (UTC)", no_wrap=True, min_width=19)
+    table.add_column("held by", no_wrap=True, min_width=8, max_width=16)
+    table.add_column("key", no_wrap=True, min_width=8, max_width=16)
+    # The other columns take about 100 characters; the payload gets the rest.
+    width = max(12, out.width - 100)
+    table.add_column("payload", overflow="ellipsis", no_wrap=True, max_width=width)
     for job in jobs:
+        shown = job.state
+        if shown == "waiting" and job.available_at is not None and job.available_at > now:
+            shown = "delayed"
         table.add_row(
             str(job.id),
-            job.state,
+            shown,
             str(job.priority),
             str(job.attempts),
             _when(job),
             job.locked_by or "",
             job.key or "",
-            _short(job.payload),
+            _short(job.payload, width),
         )
     out.print(table)
-    if not jobs:
-        err.print(f"no {'' if state == 'all' else state + ' '}jobs")
 
 
 @cli.command()
@@ -382,16 +395,19 @@ def failed(limit: int, as_json: bool, full: bool) -> None:
             out.print(f"[bold]{job.id}[/] attempts={job.attempts} payload={_short(job.payload)}")
             out.print(job.last_error or "(no error recorded)", markup=False)
         return
+    if not jobs:
+        err.print("no failed jobs")
+        return
     table = Table()
-    for column in ("id", "attempts", "payload", "last error"):
-        table.add_column(column)
+    table.add_column("id", no_wrap=True)
+    table.add_column("attempts")
+    table.add_column("payload", no_wrap=True, overflow="ellipsis", max_width=40)
+    table.add_column("last error")
     for job in jobs:
         table.add_row(
             str(job.id), str(job.attempts), _short(job.payload, 40), _last_line(job.last_error)
         )
     out.print(table)
-    if not jobs:
-        err.print("no failed jobs")
 
 
 @cli.command()
