@@ -116,7 +116,7 @@ def _script() -> str:
 
 def test_demo_against_the_test_server(mongodb_uri: str) -> None:
     command = [sys.executable, "-m", "mongoqueue", "demo", "--jobs", "12", "--workers", "2",
-               "--lease", "1", "--uri", mongodb_uri]  # fmt: skip
+               "--uri", mongodb_uri]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=110, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "completed exactly once" in done.stdout

@@ -129,11 +129,11 @@ def test_second_signal_exits_at_once(start_worker, collection) -> None:
 def test_heartbeats_keep_a_long_job_from_being_delivered_twice(
     start_worker, collection, log
 ) -> None:
-    queue = MongoQueue(collection, "rival", timeout=1)
-    queue.put({"sleep": 3.5})
-    worker = start_worker("record", "--timeout", "1", "--burst")
+    queue = MongoQueue(collection, "rival", timeout=1.5)
+    queue.put({"sleep": 4})
+    worker = start_worker("record", "--timeout", "1.5", "--burst")
     first = wait_for(lambda: _held(collection))
-    # The lease is 1 s and the job takes 3.5 s: only heartbeats keep it held.
+    # The lease is 1.5 s and the job takes 4 s: only heartbeats keep it held.
     while collection.count_documents({}) > 0:
         assert queue.next() is None
         time.sleep(0.05)
