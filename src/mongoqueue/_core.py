@@ -168,9 +168,9 @@ class QueueCore:
             f"different definition: {exc}. Drop it and let the queue create its own."
         )
 
-    def _record_hello(self, reply: Mapping[str, Any], sent_at: float) -> None:
-        """Anchor the clock on a ``hello`` reply sent at monotonic time ``sent_at``."""
-        self._clock.record(reply["localTime"], sent_at)
+    def _record_hello(self, reply: Mapping[str, Any], sent_at: float, received_at: float) -> None:
+        """Anchor the clock on a ``hello`` sent and answered at these monotonic times."""
+        self._clock.record(reply["localTime"], sent_at, received_at)
         self._max_document_bytes = int(reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES))
 
     # ------------------------------------------------------------------ put
@@ -194,12 +194,16 @@ class QueueCore:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
+        # A job due at once is visible from a lower bound of the server's time, so a
+        # consumer whose clock estimate is less ahead than ours still sees it as due.
+        due_now = run_at_utc is None and delay_seconds == 0
         return ops.new_job(
             ObjectId(),
             encode_payload(payload, self._max_document_bytes),
             priority=priority,
             created_at=now,
             scheduled_at=scheduled,
+            visible_at=now - self._clock.spread if due_now else None,
             key=check_key(key),
             max_attempts=max_attempts,
             retry=retry,
@@ -309,6 +313,9 @@ class QueueCore:
         if message is not None and not isinstance(message, str):
             message = str(message)
         return ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter())
+
+    def _heartbeat_update(self) -> list[dict[str, Any]]:
+        return ops.heartbeat_update(self._config.lease_ms)
 
     def _progress_update(self, count: object) -> list[dict[str, Any]]:
         if isinstance(count, bool) or not isinstance(count, int):

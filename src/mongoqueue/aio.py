@@ -36,7 +36,13 @@ from ._core import (
 from .errors import MongoQueueError, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure
 from .retry import RetryPolicy
-from .waiting import CHANGE_STREAMS_UNSUPPORTED, RECHECK_SECONDS, Deadline, PollBackoff
+from .waiting import (
+    CHANGE_STREAMS_UNSUPPORTED,
+    RECHECK_SECONDS,
+    WAKE_SLACK_SECONDS,
+    Deadline,
+    PollBackoff,
+)
 
 __all__ = ["AsyncJob", "AsyncMongoQueue"]
 
@@ -90,7 +96,7 @@ class AsyncMongoQueue(QueueCore):
             sent_at = time.monotonic()
             with driver_errors():
                 reply = await self.collection.database.command("hello")
-            self._record_hello(reply, sent_at)
+            self._record_hello(reply, sent_at, time.monotonic())
         return self._clock.now()
 
     # ------------------------------------------------------------------ put
@@ -181,22 +187,24 @@ class AsyncMongoQueue(QueueCore):
 
     async def _wait_and_claim(self, deadline: Deadline) -> AsyncJob | None:
         if self._change_streams:
-            block = min(RECHECK_SECONDS, deadline.seconds)
             try:
                 with driver_errors():
-                    stream = await self.collection.watch(
-                        ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                    )
-                    async with stream:
-                        # Opened before claiming again, so no job put meanwhile is missed.
-                        while True:
-                            job = await self._claim()
-                            if job is not None or deadline.expired():
-                                return job
-                            if deadline.remaining() >= block:
+                    while True:
+                        # A getMore's await time is fixed when the stream opens: when less
+                        # than that is left, reopen with the time left rather than sleep.
+                        block = min(RECHECK_SECONDS, deadline.remaining())
+                        stream = await self.collection.watch(
+                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
+                        )
+                        async with stream:
+                            # Opened before claiming again, so no job put meanwhile is missed.
+                            while True:
+                                job = await self._claim()
+                                if job is not None or deadline.expired():
+                                    return job
+                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
+                                    break
                                 await stream.try_next()  # returns early on a wake-up event
-                            else:
-                                await asyncio.sleep(deadline.remaining())
             except pymongo.errors.OperationFailure as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
@@ -259,6 +267,9 @@ class AsyncMongoQueue(QueueCore):
 
     async def _progress(self, job: AsyncJob, count: int) -> None:
         await self._fenced(job, "report progress for", self._progress_update(count))
+
+    async def _heartbeat(self, job: AsyncJob) -> None:
+        await self._fenced(job, "extend the lease of", self._heartbeat_update())
 
     async def _release(self, job: AsyncJob) -> None:
         await self._fenced(job, "release", ops.release_update())
@@ -386,6 +397,14 @@ class AsyncJob(JobData):
     async def progress(self, count: int = 0) -> None:
         """Store ``count`` and extend the lease by the queue's timeout from now."""
         await self._queue._progress(self, count)
+
+    async def heartbeat(self) -> None:
+        """Extend the lease by the queue's timeout from now, keeping the progress count.
+
+        An async worker calls it while a handler runs; raises ``LeaseLost`` if the
+        lease was already lost.
+        """
+        await self._queue._heartbeat(self)
 
     async def release(self) -> None:
         """Put the job back in the queue at once; its attempts are unchanged."""

@@ -41,21 +41,38 @@ class ServerClock:
         self._monotonic = monotonic
         self._anchor: datetime | None = None
         self._anchored_at = 0.0
+        self._spread = _TRUNCATION
 
     def needs_sync(self) -> bool:
         return self._anchor is None or self._monotonic() - self._anchored_at >= self._refresh
 
-    def record(self, server_time: datetime, sent_at: float) -> None:
+    def record(
+        self, server_time: datetime, sent_at: float, received_at: float | None = None
+    ) -> None:
         """Anchor to ``server_time`` (``hello.localTime``) of a request sent at ``sent_at``.
 
         ``sent_at`` is a reading of the monotonic clock taken right before the request
-        was sent. A naive ``server_time`` is taken as UTC (pymongo returns naive
-        datetimes unless the client was made with ``tz_aware=True``).
+        was sent, ``received_at`` right after the reply came (it bounds how far
+        :meth:`now` may be ahead of the server, see :attr:`spread`). A naive
+        ``server_time`` is taken as UTC (pymongo returns naive datetimes unless the
+        client was made with ``tz_aware=True``).
         """
         if server_time.tzinfo is None:
             server_time = server_time.replace(tzinfo=timezone.utc)
         self._anchor = server_time.astimezone(timezone.utc) + _TRUNCATION
         self._anchored_at = sent_at
+        if received_at is not None:
+            self._spread = timedelta(seconds=max(0.0, received_at - sent_at)) + _TRUNCATION
+
+    @property
+    def spread(self) -> timedelta:
+        """How far :meth:`now` may be ahead of the server: the anchoring round trip plus 1 ms.
+
+        ``now() - spread`` is a *lower* bound of the server's time: a job put as
+        due at that time is due for every consumer at once, whatever their own
+        estimates' errors.
+        """
+        return self._spread
 
     def now(self) -> datetime:
         """The estimated server time (an upper bound). Call :meth:`record` first."""

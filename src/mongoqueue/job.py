@@ -202,6 +202,14 @@ class Job(JobData):
         """Store ``count`` and extend the lease by the queue's timeout from now."""
         self._queue._progress(self, count)
 
+    def heartbeat(self) -> None:
+        """Extend the lease by the queue's timeout from now, keeping the progress count.
+
+        The worker calls it while a handler runs; raises ``LeaseLost`` if the
+        lease was already lost.
+        """
+        self._queue._heartbeat(self)
+
     def release(self) -> None:
         """Put the job back in the queue at once; its attempts are unchanged."""
         self._queue._release(self)

@@ -14,7 +14,8 @@ A job is one document::
                                  first-in first-out among equal priority, then _id
     visible_at        date       a ready job may be claimed once the server's clock reaches
                                  it: its scheduled time, the end of a retry backoff, or the
-                                 end of the current lease
+                                 end of the current lease (for a job put as due at once,
+                                 a lower bound of the server's time at put)
     attempts          int        failed deliveries so far (error() or an expired lease)
     max_attempts      int        (optional) this job's own limit instead of the queue's
     retry             document   (optional) this job's own RetryPolicy, in milliseconds
@@ -49,6 +50,7 @@ from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from .errors import InvalidArgument
 from .retry import RetryPolicy
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "claim_update",
     "expired_filter",
     "fail_update",
+    "heartbeat_update",
     "held",
     "indexes",
     "new_job",
@@ -66,6 +69,7 @@ __all__ = [
     "release_update",
     "requeue_filter",
     "requeue_update",
+    "state_filter",
     "stats_pipeline",
 ]
 
@@ -142,18 +146,23 @@ def new_job(
     priority: int,
     created_at: datetime,
     scheduled_at: datetime,
+    visible_at: datetime | None = None,
     key: str | None = None,
     max_attempts: int | None = None,
     retry: RetryPolicy | None = None,
 ) -> Doc:
-    """The document ``put()`` inserts."""
+    """The document ``put()`` inserts.
+
+    ``visible_at`` defaults to ``scheduled_at``; a job due at once gets a lower
+    bound of the server's time instead (see ``ServerClock.spread``).
+    """
     doc: Doc = {
         "_id": job_id,
         "payload": payload,
         "state": READY,
         "priority": priority,
         "scheduled_at": scheduled_at,
-        "visible_at": scheduled_at,
+        "visible_at": scheduled_at if visible_at is None else visible_at,
         "attempts": 0,
         "lease_token": None,
         "locked_by": None,
@@ -345,6 +354,18 @@ def progress_update(count: int, lease_ms: int) -> Pipeline:
     ]
 
 
+def heartbeat_update(lease_ms: int) -> Pipeline:
+    """``heartbeat()``: extend the lease by ``lease_ms`` from now; the progress count stays."""
+    return [
+        {
+            "$set": {
+                "lease_expires_at": _after_ms(lease_ms),
+                "visible_at": _after_ms(lease_ms),
+            }
+        }
+    ]
+
+
 # --------------------------------------------------------------------------- maintenance
 
 
@@ -403,6 +424,25 @@ def stats_pipeline(now: datetime) -> Pipeline:
         },
         {"$project": {"_id": 0}},
     ]
+
+
+#: States a listing can filter on (the CLI's ``--state``), matching ``stats()``'s keys.
+LIST_STATES = ("available", "delayed", "running", "failed", "all")
+
+
+def state_filter(state: str, now: datetime) -> Doc:
+    """Jobs in one of ``LIST_STATES``, as ``stats()`` counts them (``running`` = locked)."""
+    not_held = {"state": READY, "lease_token": {"$not": {"$type": "string"}}}
+    filters: dict[str, Doc] = {
+        "available": {**not_held, "visible_at": {"$lte": now}},
+        "delayed": {**not_held, "visible_at": {"$gt": now}},
+        "running": {"state": READY, "lease_token": {"$type": "string"}},
+        "failed": failed_filter(),
+        "all": {},
+    }
+    if state not in filters:
+        raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
+    return filters[state]
 
 
 STATS_KEYS = ("available", "delayed", "locked", "expired", "failed", "total")

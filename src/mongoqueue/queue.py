@@ -30,7 +30,13 @@ from ._core import (
 from .errors import driver_errors
 from .job import Job
 from .retry import RetryPolicy
-from .waiting import CHANGE_STREAMS_UNSUPPORTED, RECHECK_SECONDS, Deadline, PollBackoff
+from .waiting import (
+    CHANGE_STREAMS_UNSUPPORTED,
+    RECHECK_SECONDS,
+    WAKE_SLACK_SECONDS,
+    Deadline,
+    PollBackoff,
+)
 
 __all__ = ["DEFAULT_RETRY", "MAX_BATCH", "MAX_EXPIRIES_PER_CLAIM", "MongoQueue", "QueueConfig"]
 
@@ -86,7 +92,7 @@ class MongoQueue(QueueCore):
             sent_at = time.monotonic()
             with driver_errors():
                 reply = self.collection.database.command("hello")
-            self._record_hello(reply, sent_at)
+            self._record_hello(reply, sent_at, time.monotonic())
         return self._clock.now()
 
     # ------------------------------------------------------------------ put
@@ -188,23 +194,23 @@ class MongoQueue(QueueCore):
 
     def _wait_and_claim(self, deadline: Deadline) -> Job | None:
         if self._change_streams:
-            block = min(RECHECK_SECONDS, deadline.seconds)
             try:
-                with (
-                    driver_errors(),
-                    self.collection.watch(
-                        ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                    ) as stream,
-                ):
-                    # Opened before claiming again, so no job put meanwhile is missed.
+                with driver_errors():
                     while True:
-                        job = self._claim()
-                        if job is not None or deadline.expired():
-                            return job
-                        if deadline.remaining() >= block:
-                            stream.try_next()  # returns early on a wake-up event
-                        else:
-                            time.sleep(deadline.remaining())
+                        # A getMore's await time is fixed when the stream opens: when less
+                        # than that is left, reopen with the time left rather than sleep.
+                        block = min(RECHECK_SECONDS, deadline.remaining())
+                        with self.collection.watch(
+                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
+                        ) as stream:
+                            # Opened before claiming again, so no job put meanwhile is missed.
+                            while True:
+                                job = self._claim()
+                                if job is not None or deadline.expired():
+                                    return job
+                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
+                                    break
+                                stream.try_next()  # returns early on a wake-up event
             except pymongo.errors.OperationFailure as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
@@ -267,6 +273,9 @@ class MongoQueue(QueueCore):
 
     def _progress(self, job: Job, count: int) -> None:
         self._fenced(job, "report progress for", self._progress_update(count))
+
+    def _heartbeat(self, job: Job) -> None:
+        self._fenced(job, "extend the lease of", self._heartbeat_update())
 
     def _release(self, job: Job) -> None:
         self._fenced(job, "release", ops.release_update())

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 #: Without a wake-up, re-check at least this often (seconds).
 RECHECK_SECONDS = 1.0
+#: A wait on the change stream may end this long after the deadline (seconds).
+WAKE_SLACK_SECONDS = 0.05
 #: Polling without change streams: first interval, and cap (seconds).
 POLL_FIRST_SECONDS = 0.05
 POLL_MAX_SECONDS = 1.0
