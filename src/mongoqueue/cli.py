@@ -148,11 +148,14 @@ class Settings:
 
     def client(self) -> MongoClient[dict[str, Any]]:
         if self._client is None:
-            self._client = MongoClient(
-                self.uri,
-                serverSelectionTimeoutMS=max(1, int(self.server_timeout * 1000)),
-                appname="mongoqueue-cli",
-            )
+            try:
+                self._client = MongoClient(
+                    self.uri,
+                    serverSelectionTimeoutMS=max(1, int(self.server_timeout * 1000)),
+                    appname="mongoqueue-cli",
+                )
+            except ValueError as exc:  # pymongo raises a bare ValueError for some URIs
+                raise BadArgument(f"invalid connection settings: {exc}") from exc
         return self._client
 
     def queue(self, consumer_id: str | None = None, **options: Any) -> MongoQueue:
@@ -199,6 +202,8 @@ class _Group(click.Group):
             raise BadArgument(str(exc)) from exc
         except pymongo.errors.ConfigurationError as exc:
             raise BadArgument(f"invalid connection settings: {exc}") from exc
+        except pymongo.errors.InvalidName as exc:
+            raise BadArgument(f"invalid database or collection name: {exc}") from exc
         except (MongoQueueError, pymongo.errors.PyMongoError) as exc:
             raise OperationFailed(str(exc)) from exc
 
