@@ -16,6 +16,7 @@ effect the client cannot know, such as a claim whose reply was lost.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import selectors
 import socket
@@ -137,10 +138,8 @@ class ChaosProxy:
                 if link.in_flight:
                     self.dropped_replies += 1
         for sock in (link.client, link.server):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ the server's ``hello.localTime`` and advances it with ``time.monotonic``.
 
 ``python -m tests.reliability.skewed URI DB COLLECTION NAME LEASE WAIT``
     prints ``{"skew": seen}`` (this process's wall clock minus the server's), then
-    claims one job (waiting up to WAIT seconds; ``{"job": null}`` if none) and prints ``{"job", "attempts", "start"}``
+    claims one job (waiting up to WAIT seconds; ``{"job": null}`` if none) and
+    prints ``{"job", "attempts", "start"}``
     with the monotonic time after the claim returned, then waits for a line on
     stdin, holding the job without heartbeats, and tries ``complete()``: prints
     ``{"end", "outcome"}`` (``completed`` or ``lease-lost: <message>``).

@@ -30,7 +30,7 @@ from tests.reliability.tooling import (
 )
 
 SHORT = Scale(jobs=40, workers=3, faults=2, seconds=60)
-SOAK = Scale(jobs=300, workers=4, faults=12, seconds=400)
+SOAK = Scale(jobs=600, workers=4, faults=12, seconds=400)
 
 #: Workers give up on an operation after this long without a server...
 SERVER_TIMEOUT = 1.5
@@ -43,45 +43,55 @@ def run_server_restarts(
 ) -> tuple[Figures, WorkerPool, MongoClient[dict[str, Any]]]:
     rng = random.Random(seed)
     client: MongoClient[dict[str, Any]] = MongoClient(server.uri, serverSelectionTimeoutMS=5000)
-    collection = client["reliability"]["jobs"]
-    ids = put_jobs(collection, scale.jobs, sleep=0.4, seed=seed)
-    pool = WorkerPool(
-        server.uri,
-        collection,
-        ledger_dir,
-        timeout=LEASE,
-        concurrency=2,
-        server_timeout=SERVER_TIMEOUT,
-    )
-    started_at = time.monotonic()
-    for _ in range(scale.workers):
-        pool.start()
-    restarts = 0
-    deadline = time.monotonic() + scale.seconds
-    while restarts < scale.faults and time.monotonic() < deadline:
-        # Let the workers get going (some jobs running), then cut the server.
-        wait_for(lambda: pool.open_starts(), timeout=60, interval=0.01)
-        server.stop(kill=kill)
-        # Down for a while: every other time longer than the workers' server selection
-        # timeout, so they see QueueUnavailable and back off; else pymongo rides it out.
-        long = restarts % 2 == 1
-        time.sleep(rng.uniform(SERVER_TIMEOUT + 0.5, SERVER_TIMEOUT + 1.5) if long else 0.5)
-        server.start()  # same port, same data directory
-        restarts += 1
-        time.sleep(rng.uniform(1.0, 3.0))
-    wait_for(lambda: settled(collection), timeout=120, interval=0.2)
-    codes = pool.stop()
-    assert all(code == 0 for code in codes), (codes, pool.logs())
-    assert all(proc.pid not in pool.killed for proc in pool.procs)  # no worker died
-    fault = "server SIGKILL + restart" if kill else "server stop + restart"
-    figures = check("server restart", pool, ids, {fault: restarts}, started_at, exact_attempts=False)
+    try:
+        collection = client["reliability"]["jobs"]
+        ids = put_jobs(collection, scale.jobs, sleep=0.4, seed=seed)
+        pool = WorkerPool(
+            server.uri,
+            collection,
+            ledger_dir,
+            timeout=LEASE,
+            concurrency=2,
+            server_timeout=SERVER_TIMEOUT,
+        )
+        started_at = time.monotonic()
+        for _ in range(scale.workers):
+            pool.start()
+        restarts = 0
+        deadline = time.monotonic() + scale.seconds
+        while restarts < scale.faults and time.monotonic() < deadline and not settled(collection):
+            # Let every worker get going (a worker that cannot reach the server when it
+            # starts exits with code 3, by design), then cut the server mid-job.
+            wait_for(
+                lambda: (
+                    len(list(ledger_dir.glob("*.jsonl"))) >= scale.workers or settled(collection)
+                ),
+                timeout=60,
+            )
+            wait_for(lambda: pool.open_starts() or settled(collection), timeout=60, interval=0.01)
+            server.stop(kill=kill)
+            # Down for a while: every other time longer than the workers' server selection
+            # timeout, so they see QueueUnavailable and back off; else pymongo rides it out.
+            long = restarts % 2 == 1
+            time.sleep(rng.uniform(SERVER_TIMEOUT + 0.5, SERVER_TIMEOUT + 1.5) if long else 0.5)
+            server.start()  # same port, same data directory
+            restarts += 1
+            time.sleep(rng.uniform(1.0, 3.0))
+        wait_for(lambda: settled(collection), timeout=120, interval=0.2)
+        codes = pool.stop()
+        assert all(code == 0 for code in codes), (codes, pool.logs())
+        assert all(proc.pid not in pool.killed for proc in pool.procs)  # no worker died
+        fault = "server SIGKILL + restart" if kill else "server stop + restart"
+        faults = {fault: restarts}
+        figures = check("server restart", pool, ids, faults, started_at, exact_attempts=False)
+    except BaseException:
+        client.close()
+        raise
     return figures, pool, client
 
 
 def test_server_restart(own_server, ledger_dir) -> None:
-    figures, pool, client = run_server_restarts(
-        own_server, ledger_dir, SHORT, seed=3, kill=False
-    )
+    figures, pool, client = run_server_restarts(own_server, ledger_dir, SHORT, seed=3, kill=False)
     try:
         assert_clean(figures, pool)
         logs = pool.logs()

@@ -29,11 +29,9 @@ class Skewed:
         self, uri: str, collection: Any, name: str, skew: float, lease: float, wait: float = 60
     ) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MONGOQUEUE_TEST_SKEW": str(skew)}
+        args = [uri, collection.database.name, collection.name, name, str(lease), str(wait)]
         self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "tests.reliability.skewed", uri,
-                collection.database.name, collection.name, name, str(lease), str(wait),
-            ],  # fmt: skip
+            [sys.executable, "-m", "tests.reliability.skewed", *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

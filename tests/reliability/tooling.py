@@ -123,17 +123,18 @@ class WorkerPool:
         )
         self.started += 1
         log = open(self.ledger_dir / f"worker-{self.started}.log", "wb")  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "mongoqueue", "--uri", self.uri,
+            "--db", self.collection.database.name, "--collection", self.collection.name,
+            "--server-timeout", str(self.server_timeout),
+            "worker", HANDLER, "--concurrency", str(self.concurrency),
+            "--timeout", str(self.timeout), "--max-attempts", str(self.max_attempts),
+            "--retry-initial", "0.05", "--retry-max", "0.2", "--grace", "10",
+            "--consumer-id", f"worker-{self.started}", "--log-level", "WARNING",
+        ]  # fmt: skip
         with log:
             proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "mongoqueue", "--uri", self.uri,
-                    "--db", self.collection.database.name, "--collection", self.collection.name,
-                    "--server-timeout", str(self.server_timeout),
-                    "worker", HANDLER, "--concurrency", str(self.concurrency),
-                    "--timeout", str(self.timeout), "--max-attempts", str(self.max_attempts),
-                    "--retry-initial", "0.05", "--retry-max", "0.2", "--grace", "10",
-                    "--consumer-id", f"worker-{self.started}", "--log-level", "WARNING",
-                ],  # fmt: skip
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=log,
