@@ -71,6 +71,9 @@ def run_network_cuts(
     try:
         for _ in range(scale.workers):
             pool.start()
+        # Faults begin once every worker runs a job: a worker that cannot reach the
+        # server when it starts exits with code 3, by design (its supervisor restarts it).
+        wait_for(lambda: len(list(ledger_dir.glob("*.jsonl"))) >= scale.workers, timeout=60)
         deadline = time.monotonic() + scale.seconds
         while (
             sum(counts.values()) < scale.faults

@@ -63,7 +63,8 @@ class Figures:
     faults: dict[str, int]
     deliveries: int
     completed: int
-    failed_by_policy: int
+    failed_by_policy: int  # the jobs that always raise, and any that ran out of attempts
+    failed_by_faults: int  # of those, jobs that would have completed but for the faults
     lost: int
     overlaps: int
     attempt_errors: int
@@ -233,7 +234,7 @@ def check(
     by_job = deliveries_of(pool)
     remaining = {str(doc["_id"]): doc for doc in collection.find({})}
     problems: list[str] = []
-    lost = overlaps = attempt_errors = extra = completed = failed = 0
+    lost = overlaps = attempt_errors = extra = completed = failed = by_faults = 0
     for job_id, n in ids.items():
         holds = by_job.get(job_id, [])
         doc = remaining.get(job_id)
@@ -245,6 +246,7 @@ def check(
             completed += 1
         elif doc.get("state") == "failed":
             failed += 1
+            by_faults += not doc["payload"].get("fail")
             after_last = doc["attempts"] - (holds[-1]["attempts"] + 1 if holds else 0)
             if after_last < 0 or (exact_attempts and after_last != 0):
                 attempt_errors += 1
@@ -285,6 +287,7 @@ def check(
         deliveries=sum(len(h) for h in by_job.values()),
         completed=completed,
         failed_by_policy=failed,
+        failed_by_faults=by_faults,
         lost=lost,
         overlaps=overlaps,
         attempt_errors=attempt_errors,
