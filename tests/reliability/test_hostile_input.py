@@ -365,3 +365,22 @@ def test_cli_bad_collection_names(mongodb_uri, client, name) -> None:
         assert "name" in done.stderr
         assert "Traceback" not in done.stderr
     assert sorted(client["mongoqueue_tests"].list_collection_names()) == before
+
+
+def test_ids_are_never_read_as_operators_async(busy_queue, mongodb_uri) -> None:
+    import asyncio
+
+    from pymongo import AsyncMongoClient
+
+    from mongoqueue import AsyncMongoQueue
+
+    async def probe() -> tuple[Any, Any]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        try:
+            coll = client[busy_queue.collection.database.name][busy_queue.collection.name]
+            queue = AsyncMongoQueue(coll, "async")
+            return await queue.get({"$ne": None}), await queue.requeue({"$ne": None})
+        finally:
+            await client.close()
+
+    assert asyncio.run(probe()) == (None, 0)
