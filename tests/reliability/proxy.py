@@ -92,6 +92,10 @@ class ChaosProxy:
                 continue
             link = _Link(client, server)
             with self._lock:
+                if self._stopping.is_set():
+                    client.close()
+                    server.close()
+                    return
                 self._links.add(link)
                 self.connections += 1
                 # Finished pump threads are forgotten so the list stays bounded.
@@ -123,8 +127,10 @@ class ChaosProxy:
                         link.in_flight = False
                         key.data.sendall(data)
         except OSError:
-            self._close(link, cut=False)
+            pass
         finally:
+            # Always close both ends (also when the proxy stops), or the sockets leak.
+            self._close(link, cut=False)
             selector.close()
 
     def _close(self, link: _Link, *, cut: bool) -> None:

@@ -120,6 +120,13 @@ def test_a_claim_whose_reply_was_lost_comes_back_after_its_lease(own_server) -> 
     the lost delivery counted as one attempt.
     """
     direct: MongoClient[dict[str, Any]] = MongoClient(own_server.uri)
+    try:
+        _lost_reply(own_server, direct)
+    finally:
+        direct.close()
+
+
+def _lost_reply(own_server: EmbeddedServer, direct: MongoClient[dict[str, Any]]) -> None:
     collection = direct["reliability"]["lost_reply"]
     owner = MongoQueue(collection, "owner", timeout=3, retry=NO_BACKOFF)
     job_id = owner.put({"n": 1})
@@ -154,4 +161,3 @@ def test_a_claim_whose_reply_was_lost_comes_back_after_its_lease(own_server) -> 
     again = wait_for(owner.next, timeout=30)
     assert (again.id, again.attempts) == (job_id, 1)  # the lost delivery counted once
     again.complete()
-    direct.close()
