@@ -230,6 +230,7 @@ def create_app(
                 "name": name,
                 "counts": counts,
                 "samples": len(samples),
+                "last_total": samples[-1].counts["total"] if samples else "",
                 "interval": dash.sampler.interval,
                 "window_minutes": round(dash.window / 60),
                 "bars": bar_chart(samples, dash.window, now),
