@@ -32,7 +32,8 @@ def make_client(collection) -> Callable[..., TestClient]:
 def failed_job(queue: MongoQueue, payload: dict[str, Any] | None = None, priority: int = 10) -> Any:
     job_id = queue.put(payload or {"n": 1}, priority=priority)  # claimed before the others
     job = queue.next()
-    assert job is not None and job.id == job_id
+    assert job is not None
+    assert job.id == job_id
     job.error(f"Traceback (most recent call last):\nValueError: {XSS}")
     return job_id
 
@@ -85,12 +86,14 @@ def test_paging_and_filters(make_client, queue, collection) -> None:
     base = f"/queues/{collection.name}/jobs"
     first = client.get(base, params={"state": "available"})
     assert first.text.count("<tr data-job=") == 25
-    assert "page 1 of 2" in first.text and 'id="next"' in first.text
+    assert "page 1 of 2" in first.text
+    assert 'id="next"' in first.text
     second = client.get(base, params={"state": "available", "page": 2})
     assert second.text.count("<tr data-job=") == 6
     assert 'id="next"' not in second.text
     keyed = client.get(base, params={"state": "all", "key": "the-key"})
-    assert keyed.text.count("<tr data-job=") == 1 and "keyed" in keyed.text
+    assert keyed.text.count("<tr data-job=") == 1
+    assert "keyed" in keyed.text
     assert client.get(base, params={"priority": 5}).text.count("<tr data-job=") == 1
     assert client.get(base, params={"state": "done"}).status_code == 400
     assert client.get(base, params={"page": "x"}).status_code == 400
