@@ -160,6 +160,9 @@ class QueueMetrics:
             registry=self.registry,
             buckets=DURATION_BUCKETS,
         )
+        # Export zeros from the start, so rates and alerts see the series before the first event.
+        for metric in (self.completed, self.failed, self.retried, self.released, self.leases_lost):
+            metric.labels(self._label)
         self.registry.register(_EventCollector(queue))
         if depth:
             self.registry.register(DepthCollector(lambda: [queue]))
