@@ -42,15 +42,31 @@ CHROMIUM_ARGS = [
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
 
+def require_chromium(path: str = CHROMIUM) -> None:
+    """Fail when the browser is missing; skip only on the developer's explicit opt-out."""
+    if os.access(path, os.X_OK):
+        return
+    if os.environ.get("MONGOQUEUE_SKIP_BROWSER") == "1":
+        pytest.skip("MONGOQUEUE_SKIP_BROWSER=1: browser tests skipped on purpose")
+    pytest.fail(
+        f"Chromium not found at {path}: run scripts/install-browser (as root; .ci/run "
+        "does), or set MONGOQUEUE_SKIP_BROWSER=1 to skip the browser tests on purpose"
+    )
+
+
+def test_a_missing_browser_fails_unless_skipped_on_purpose(monkeypatch) -> None:
+    missing = "/nonexistent/chromium"
+    monkeypatch.delenv("MONGOQUEUE_SKIP_BROWSER", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="scripts/install-browser"):
+        require_chromium(missing)
+    monkeypatch.setenv("MONGOQUEUE_SKIP_BROWSER", "1")
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(missing)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        if os.environ.get("MONGOQUEUE_SKIP_BROWSER") == "1":
-            pytest.skip("MONGOQUEUE_SKIP_BROWSER=1: browser tests skipped on purpose")
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: run scripts/install-browser (as root; .ci/run "
-            "does), or set MONGOQUEUE_SKIP_BROWSER=1 to skip the browser tests on purpose"
-        )
+    require_chromium()
     # Playwright gives the browser a new empty profile directory of its own.
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
