@@ -1,7 +1,7 @@
 """The ``mongoqueue`` command (extra ``cli``; also ``python -m mongoqueue``).
 
 Commands: ``put``, ``stats``, ``list``, ``peek``, ``failed``, ``requeue``,
-``purge``, ``worker`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
+``purge``, ``worker``, ``dashboard`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
 The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
@@ -498,6 +498,14 @@ def purge(all_jobs: bool, yes: bool) -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (extra 'metrics').",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+)
 def worker(
     handler: str,
     concurrency: int,
@@ -511,6 +519,8 @@ def worker(
     burst: bool,
     consumer_id: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
 
@@ -523,15 +533,105 @@ def worker(
     )
     retry = RetryPolicy(initial=retry_initial, maximum=max(retry_max, retry_initial))
     queue = _settings().queue(consumer_id, timeout=timeout, max_attempts=max_attempts, retry=retry)
-    return Worker(
-        queue,
-        function,
-        concurrency=concurrency,
-        heartbeat=heartbeat,
-        hard_limit=hard_limit,
-        grace=grace,
-        burst=burst,
-    ).run()
+    observer = None
+    stop_metrics = None
+    if metrics_port is not None:
+        metrics = _import_extra("mongoqueue.metrics", "metrics").QueueMetrics(queue)
+        observer = metrics.observe
+        try:
+            stop_metrics = _import_extra("mongoqueue.metrics", "metrics").serve(
+                metrics.registry, metrics_port, metrics_host
+            )
+        except OSError as exc:
+            raise BadArgument(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from exc
+        logging.getLogger("mongoqueue.worker").info(
+            "metrics at http://%s:%d/metrics", metrics_host, metrics_port
+        )
+    try:
+        return Worker(
+            queue,
+            function,
+            concurrency=concurrency,
+            heartbeat=heartbeat,
+            hard_limit=hard_limit,
+            grace=grace,
+            burst=burst,
+            observer=observer,
+        ).run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+def _import_extra(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BadArgument(f"{exc} (pip install 'mongoqueue[{extra}]')") from exc
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Enable requeue, purge and cancel buttons (POST with CSRF token). Off by default.",
+)
+@click.option(
+    "--sample-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between samples of the counts (the throughput chart).",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=1),
+    default=15.0,
+    show_default=True,
+    help="Minutes of history the charts show.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def dashboard(
+    host: str,
+    port: int,
+    allow_actions: bool,
+    sample_interval: float,
+    window: float,
+    log_level: str,
+) -> None:
+    """Serve the web dashboard of the queues in --db (extra 'dashboard').
+
+    Read-only unless --allow-actions. Also serves Prometheus depth gauges at /metrics.
+    """
+    settings = _settings()
+    run = _import_extra("mongoqueue.dashboard", "dashboard").run
+    db = settings.client()[settings.db]
+    with driver_errors():
+        db.command("ping")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: the dashboard listens on {host}; it has no login", markup=False)
+    err.print(f"mongoqueue dashboard: http://{host}:{port}/ (database {settings.db})")
+    run(
+        db,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        sample_interval=sample_interval,
+        window=window * 60,
+        log_level=log_level,
+    )
 
 
 @cli.command()

@@ -59,6 +59,7 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "Handler",
+    "Observer",
     "Worker",
 ]
 
@@ -70,6 +71,10 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 Handler = Callable[[Job], Any]
+
+#: ``observer(job, outcome, seconds)``: called once per job this worker settles, with
+#: the outcome (completed, failed, abandoned, released, lost) and the handler's time.
+Observer = Callable[[Job, str, float], None]
 
 #: Longest pause between retries while MongoDB is unreachable (seconds).
 MAX_RECONNECT_SECONDS = 30.0
@@ -86,7 +91,8 @@ class Worker:
     no waiting, delayed or running job. ``idle_wait``: longest single wait for a
     job, which bounds how long a stop request takes to be noticed.
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
-    (only possible from the main thread).
+    (only possible from the main thread). ``observer``: called with ``(job,
+    outcome, seconds)`` as each job is settled (see :mod:`mongoqueue.metrics`).
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class Worker:
         burst: bool = False,
         idle_wait: float = 1.0,
         handle_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         if not isinstance(queue, MongoQueue):
             raise InvalidArgumentType(f"queue must be a MongoQueue, got {type(queue).__name__}")
@@ -128,6 +135,7 @@ class Worker:
         self.burst = bool(burst)
         self.idle_wait = check_seconds("idle_wait", idle_wait, allow_zero=False)
         self.handle_signals = handle_signals
+        self.observer = observer
         self._stopping = threading.Event()
         self._active: dict[int, RunningJob] = {}
         self._changed = threading.Condition()
@@ -277,7 +285,16 @@ class Worker:
             log.error("job %s: %s; it comes back when its lease expires", running.job.id, exc)
         with self._changed:
             self.counts[running.settled or outcome] += 1
+        self._observe(running, running.settled or outcome)
         return True
+
+    def _observe(self, running: RunningJob, outcome: str) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(running.job, outcome, running.elapsed)
+        except Exception:
+            log.exception("the worker's observer failed on job %s", running.job.id)
 
     def _abandon(self, running: RunningJob) -> None:
         """Called by the heartbeat thread when a handler passes the hard limit."""
