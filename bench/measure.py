@@ -64,12 +64,12 @@ def raw_document(n: int, now: datetime) -> dict[str, Any]:
     }
 
 
-def raw_fill(collection: Collection[Any], count: int) -> None:
+def raw_fill(collection: Collection[Any], count: int, start: int = 0) -> None:
     """``count`` raw documents, with exactly the queue's indexes (equally indexed)."""
     collection.create_indexes(ops.indexes())
     now = datetime.now(timezone.utc)
-    for first in range(0, count, 10_000):
-        last = min(count, first + 10_000)
+    for first in range(start, start + count, 10_000):
+        last = min(start + count, first + 10_000)
         collection.insert_many([raw_document(n, now) for n in range(first, last)])
 
 
@@ -133,12 +133,16 @@ def ours_claim_and_complete(q: MongoQueue) -> None:
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], None]], count: int, rounds: int = 5
+    contenders: dict[str, Callable[[], None]],
+    count: int,
+    rounds: int = 5,
+    refill: Callable[[str, int], None] | None = None,
 ) -> dict[str, float]:
     """Operations per second of each contender, run in alternating rounds.
 
     Each contender runs ``count`` times in total, in ``rounds`` slices taken in
-    turn, so that a slow patch of the machine hits them all alike.
+    turn, so that a slow patch of the machine hits them all alike. After each
+    slice, untimed, ``refill(name, n)`` may put back the ``n`` jobs it consumed.
     """
     elapsed = dict.fromkeys(contenders, 0.0)
     done = dict.fromkeys(contenders, 0)
@@ -150,6 +154,8 @@ def interleaved(
                 operation()
             elapsed[name] += time.perf_counter() - start
             done[name] += n
+            if refill is not None:
+                refill(name, n)
     return {name: done[name] / elapsed[name] for name in contenders}
 
 
@@ -261,6 +267,7 @@ class Row:
     target: str
     met: bool | None  # None: informational, or not measured
     notes: list[str] = field(default_factory=list)
+    cause: str = ""  # where a target is missed: what the side-by-side figures show
 
     @property
     def result(self) -> str:
