@@ -91,3 +91,38 @@ def memory(uri: str, database: str, collection: str, checkpoints: list[int], res
             gc.collect()
             rss[done] = process.memory_info().rss
     results.put((done, rss))
+
+
+def worker_memory(
+    uri: str, database: str, collection: str, checkpoints: list[int], results: Any
+) -> None:
+    """A :class:`~mongoqueue.worker.Worker` (4 threads) with a no-op handler; RSS at checkpoints.
+
+    The handler counts the jobs it ran and reads RSS when the count reaches a
+    checkpoint; at the last one it asks the worker to stop.
+    """
+    import threading
+
+    import psutil
+
+    from mongoqueue.worker import Worker
+
+    process = psutil.Process()
+    q = _queue(uri, database, collection, "worker-memory")
+    lock = threading.Lock()
+    done = 0
+    rss: dict[int, int] = {}
+
+    def handler(job: Any) -> None:
+        nonlocal done
+        with lock:
+            done += 1
+            if done in checkpoints:
+                gc.collect()
+                rss[done] = process.memory_info().rss
+            if done >= max(checkpoints):
+                worker.stop()
+
+    worker = Worker(q, handler, concurrency=4, handle_signals=False, grace=60)
+    worker.run()
+    results.put((done, rss))

@@ -545,18 +545,16 @@ def latency(b: Bench) -> list[Row]:
     ]
 
 
-def memory(b: Bench) -> list[Row]:
+def _rss_run(b: Bench, target: Any, label: str, first: int) -> tuple[int, dict[int, int]]:
+    """Run ``target`` (a consumer in its own process) over ``rss_jobs`` jobs; its RSS."""
     s = b.sizes
-    first = 1_000
-    b.log(f"consumer RSS after {first:,} and {s.rss_jobs:,} jobs")
-    c = b.collection("rss")
+    c = b.collection(label)
     producer = queue(c, "producer")
     producer.ensure_indexes()
     put = 0
     out = SPAWN.Queue()
     p = SPAWN.Process(
-        target=consumer.memory,
-        args=(b.uri, b.database_name, c.name, [first, s.rss_jobs], out),
+        target=target, args=(b.uri, b.database_name, c.name, [first, s.rss_jobs], out)
     )
     p.start()
     # Top the queue up in steps of 500 so that it stays shallow (claims stay fast).
@@ -570,23 +568,29 @@ def memory(b: Bench) -> list[Row]:
     done, rss = out.get(timeout=1800)
     p.join(timeout=60)
     b.drop(c)
-    growth = (rss[s.rss_jobs] - rss[first]) / 2**20
-    return [
-        Row(
-            f"consumer loop (next(wait=)) RSS, {count(first)} -> {count(s.rss_jobs)} jobs",
-            f"{rss[s.rss_jobs] / 2**20:,.1f} MB",
-            f"after {count(first)} jobs {rss[first] / 2**20:,.1f} MB",
-            rss[s.rss_jobs] / rss[first],
-            "growth < 10 MB",
-            growth < 10,
-            [f"plain consumer loop (next(wait=1) + complete): {done:,} jobs, RSS {growth:+.2f} MB"],
-        ),
-        Row(
-            "Worker RSS after 50k jobs (to do: the Worker is on another branch)",
-            "not measured",
-            "-",
-            None,
-            "growth < 10 MB",
-            None,
-        ),
-    ]
+    return done, rss
+
+
+def memory(b: Bench) -> list[Row]:
+    s = b.sizes
+    first = 1_000
+    rows = []
+    for label, target, what in (
+        ("rss", consumer.memory, "consumer loop (next(wait=)) RSS"),
+        ("worker-rss", consumer.worker_memory, "Worker (concurrency 4) RSS"),
+    ):
+        b.log(f"{what} after {first:,} and {s.rss_jobs:,} jobs")
+        done, rss = _rss_run(b, target, label, first)
+        growth = (rss[s.rss_jobs] - rss[first]) / 2**20
+        rows.append(
+            Row(
+                f"{what}, {count(first)} -> {count(s.rss_jobs)} jobs",
+                f"{rss[s.rss_jobs] / 2**20:,.1f} MB",
+                f"after {count(first)} jobs {rss[first] / 2**20:,.1f} MB",
+                rss[s.rss_jobs] / rss[first],
+                "growth < 10 MB",
+                growth < 10,
+                [f"{what}: {done:,} jobs, RSS {growth:+.2f} MB"],
+            )
+        )
+    return rows
