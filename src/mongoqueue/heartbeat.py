@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._worker_core import Outcome, RunningState, log_heartbeat_failed
+from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log_heartbeat_failed
 from .errors import MongoQueueError
 from .job import Job
 
@@ -67,7 +67,7 @@ class Heartbeat:
     ) -> None:
         self.interval = interval
         self.hard_limit = hard_limit
-        self.tick = interval if tick is None else tick
+        self.tick = min(interval, MAX_TICK_SECONDS) if tick is None else tick
         self._on_abandon = on_abandon
         self._jobs: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
