@@ -72,6 +72,7 @@ from ._worker_core import (
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .job import exception_message
+from .queue import MongoQueue
 
 __all__ = [
     "CANCEL_WAIT_SECONDS",
@@ -135,7 +136,7 @@ class AsyncWorker(WorkerCore):
         handle_signals: bool = True,
     ) -> None:
         if not isinstance(queue, AsyncMongoQueue):
-            hint = "; run a MongoQueue with Worker" if type(queue).__name__ == "MongoQueue" else ""
+            hint = "; run a MongoQueue with Worker" if isinstance(queue, MongoQueue) else ""
             raise InvalidArgumentType(
                 f"queue must be an AsyncMongoQueue, got {type(queue).__name__}{hint}"
             )

@@ -18,7 +18,7 @@ import pytest
 import mongoqueue.aio
 import mongoqueue.aio_worker
 import mongoqueue.queue
-from mongoqueue import AsyncJob, Job, LeaseLost, MongoQueue
+from mongoqueue import AsyncJob, Job, LeaseLost, MongoQueue, QueueUnavailable
 from mongoqueue.worker import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE
 from tests.helpers import wait_for
 
@@ -200,6 +200,32 @@ def test_idle_worker_is_woken_by_a_put(workers, collection, monkeypatch) -> None
     finally:
         worker.stop()
         runner.join(timeout=40)
+
+
+def test_reconnects_with_a_growing_pause_while_mongodb_is_unavailable(
+    workers, producer, collection, caplog
+) -> None:
+    producer.put({"n": 1})
+    worker = workers.worker(workers.handler(lambda job: None), burst=True)
+    claim = worker.queue.next
+    outages = [QueueUnavailable("server down (test)")] * 2
+
+    def next_sync(wait: float | None = None) -> Job | None:
+        if outages:
+            raise outages.pop()
+        return claim(wait)
+
+    async def next_async(wait: float | None = None) -> AsyncJob | None:
+        if outages:
+            raise outages.pop()
+        return await claim(wait)
+
+    worker.queue.next = workers.pick(next_sync, next_async)
+    with caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
+        assert workers.run(worker) == EXIT_OK
+    assert worker.counts["completed"] == 1
+    assert "server down (test); retrying in 0.5s" in caplog.text
+    assert "server down (test); retrying in 1.0s" in caplog.text
 
 
 # pymongo's async monitor leaks its socket when the client is closed during a
