@@ -3,8 +3,8 @@
 Like :mod:`mongoqueue._core` for the queues: everything a worker *decides*
 lives here (validated settings, exit codes, when a running job is due for a
 heartbeat or past its hard limit, the pause before reconnecting, what a second
-signal does, how a failed settlement is counted) together with every log
-message, and the two workers only add the concurrency: threads and a
+signal does, how a failed settlement is counted, what the observer is told)
+together with every log message, and the two workers only add the concurrency: threads and a
 ``threading.Condition`` in :mod:`mongoqueue.worker`, tasks and an
 ``asyncio.Event`` in :mod:`mongoqueue.aio_worker`. Nothing here talks to the
 server, sleeps, or starts a thread or a task.
@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from collections.abc import Mapping
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .errors import InvalidArgument, InvalidArgumentType, LeaseLost, MongoQueueError
 from .job import JobData
@@ -131,6 +131,7 @@ class WorkerCore:
         burst: object,
         idle_wait: object,
         handle_signals: object,
+        observer: Any,
     ) -> None:
         self.concurrency = check_positive_int("concurrency", concurrency)
         if heartbeat is None:
@@ -150,8 +151,23 @@ class WorkerCore:
         self.burst = bool(burst)
         self.idle_wait = check_seconds("idle_wait", idle_wait, allow_zero=False)
         self.handle_signals = bool(handle_signals)
+        if observer is not None and not callable(observer):
+            raise InvalidArgumentType(
+                "observer must be called as observer(job, outcome, seconds), "
+                f"got {type(observer).__name__}"
+            )
+        self.observer = observer
         #: Jobs settled by this worker, by outcome: completed, failed, abandoned, released, lost.
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+
+    def _observe(self, running: RunningState[J], outcome: str) -> None:
+        """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""
+        if self.observer is None:
+            return
+        try:
+            self.observer(running.job, outcome, running.elapsed)
+        except Exception:
+            log.exception("the worker's observer failed on job %s", running.job.id)
 
     @property
     def _tick(self) -> float:

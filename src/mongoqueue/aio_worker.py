@@ -81,10 +81,15 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "AsyncHandler",
+    "AsyncObserver",
     "AsyncWorker",
 ]
 
 AsyncHandler = Callable[[AsyncJob], Awaitable[Any]]
+
+#: ``observer(job, outcome, seconds)``: a plain function called as each job is settled
+#: (see ``mongoqueue.worker.Observer``); it runs on the event loop, so it must be quick.
+AsyncObserver = Callable[[AsyncJob, str, float], None]
 
 #: How long a cancelled handler may take to unwind before its job is settled anyway.
 CANCEL_WAIT_SECONDS = 5.0
@@ -134,6 +139,7 @@ class AsyncWorker(WorkerCore):
         burst: bool = False,
         idle_wait: float = 1.0,
         handle_signals: bool = True,
+        observer: AsyncObserver | None = None,
     ) -> None:
         if not isinstance(queue, AsyncMongoQueue):
             hint = "; run a MongoQueue with Worker" if isinstance(queue, MongoQueue) else ""
@@ -150,6 +156,7 @@ class AsyncWorker(WorkerCore):
             burst=burst,
             idle_wait=idle_wait,
             handle_signals=handle_signals,
+            observer=observer,
         )
         self.queue = queue
         self.handler = handler
@@ -343,6 +350,7 @@ class AsyncWorker(WorkerCore):
         except MongoQueueError as exc:
             running.settle_failed(exc)
         self.counts[running.settled or outcome] += 1
+        self._observe(running, running.settled or outcome)
         return True
 
     async def _settle_stopped(self, running: AsyncRunningJob) -> None:

@@ -1,7 +1,7 @@
 """The ``mongoqueue`` command (extra ``cli``; also ``python -m mongoqueue``).
 
 Commands: ``put``, ``stats``, ``list``, ``peek``, ``failed``, ``requeue``,
-``purge``, ``worker`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
+``purge``, ``worker``, ``dashboard`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
 The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
@@ -12,13 +12,12 @@ codes are listed in :mod:`mongoqueue.worker`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 import pymongo.errors
 from bson import json_util
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import MongoClient
 
 from . import operations as ops
 from ._cli_parsing import (
@@ -45,9 +44,7 @@ from ._cli_parsing import (
     parse_payloads,
     redact,
 )
-from ._worker_core import is_async_handler
-from .aio import AsyncMongoQueue
-from .aio_worker import AsyncWorker
+from ._cli_worker import import_extra, run_worker
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -58,7 +55,7 @@ from .errors import (
 from .job import Job
 from .queue import MongoQueue
 from .retry import RetryPolicy
-from .worker import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, Worker
+from .worker import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 
 __all__ = [
     "cli",
@@ -447,6 +444,14 @@ def purge(all_jobs: bool, yes: bool) -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (extra 'metrics').",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+)
 def worker(
     handler: str,
     concurrency: int,
@@ -460,6 +465,8 @@ def worker(
     burst: bool,
     consumer_id: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
 
@@ -474,36 +481,83 @@ def worker(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     retry = RetryPolicy(initial=retry_initial, maximum=max(retry_max, retry_initial))
-    queue_options = {"timeout": timeout, "max_attempts": max_attempts, "retry": retry}
-    options: dict[str, Any] = {
-        "concurrency": concurrency,
-        "heartbeat": heartbeat,
-        "hard_limit": hard_limit,
-        "grace": grace,
-        "burst": burst,
-    }
-    settings = _settings()
-    if is_async_handler(function):
-        consumer = settings.consumer(consumer_id)
-        return asyncio.run(_run_async_worker(settings, consumer, function, queue_options, options))
-    return Worker(settings.queue(consumer_id, **queue_options), function, **options).run()
-
-
-async def _run_async_worker(
-    settings: Settings,
-    consumer: str,
-    handler: Callable[..., Any],
-    queue_options: dict[str, Any],
-    options: dict[str, Any],
-) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.uri, **settings.client_options
+    return run_worker(
+        _settings(),
+        function,
+        consumer_id,
+        {"timeout": timeout, "max_attempts": max_attempts, "retry": retry},
+        {
+            "concurrency": concurrency,
+            "heartbeat": heartbeat,
+            "hard_limit": hard_limit,
+            "grace": grace,
+            "burst": burst,
+        },
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
-    try:
-        queue = AsyncMongoQueue(client[settings.db][settings.collection], consumer, **queue_options)
-        return await AsyncWorker(queue, handler, **options).run()
-    finally:
-        await client.close()
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Enable requeue, purge and cancel buttons (POST with CSRF token). Off by default.",
+)
+@click.option(
+    "--sample-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between samples of the counts (the throughput chart).",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=1),
+    default=15.0,
+    show_default=True,
+    help="Minutes of history the charts show.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def dashboard(
+    host: str,
+    port: int,
+    allow_actions: bool,
+    sample_interval: float,
+    window: float,
+    log_level: str,
+) -> None:
+    """Serve the web dashboard of the queues in --db (extra 'dashboard').
+
+    Read-only unless --allow-actions. Also serves Prometheus depth gauges at /metrics.
+    """
+    settings = _settings()
+    run = import_extra("mongoqueue.dashboard", "dashboard").run
+    db = settings.client()[settings.db]
+    with driver_errors():
+        db.command("ping")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: the dashboard listens on {host}; it has no login", markup=False)
+    err.print(f"mongoqueue dashboard: http://{host}:{port}/ (database {settings.db})")
+    run(
+        db,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        sample_interval=sample_interval,
+        window=window * 60,
+        log_level=log_level,
+    )
 
 
 @cli.command()

@@ -81,10 +81,15 @@ __all__ = [
     "EXIT_USAGE",
     "MAX_RECONNECT_SECONDS",
     "Handler",
+    "Observer",
     "Worker",
 ]
 
 Handler = Callable[[Job], Any]
+
+#: ``observer(job, outcome, seconds)``: called once per job this worker settles, with
+#: the outcome (completed, failed, abandoned, released, lost) and the handler's time.
+Observer = Callable[[Job, str, float], None]
 
 
 class Worker(WorkerCore):
@@ -98,7 +103,8 @@ class Worker(WorkerCore):
     no waiting, delayed or running job. ``idle_wait``: longest single wait for a
     job, which bounds how long a stop request takes to be noticed.
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
-    (only possible from the main thread).
+    (only possible from the main thread). ``observer``: called with ``(job,
+    outcome, seconds)`` as each job is settled (see :mod:`mongoqueue.metrics`).
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class Worker(WorkerCore):
         burst: bool = False,
         idle_wait: float = 1.0,
         handle_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         if not isinstance(queue, MongoQueue):
             raise InvalidArgumentType(f"queue must be a MongoQueue, got {type(queue).__name__}")
@@ -126,6 +133,7 @@ class Worker(WorkerCore):
             burst=burst,
             idle_wait=idle_wait,
             handle_signals=handle_signals,
+            observer=observer,
         )
         self.queue = queue
         self.handler = handler
@@ -256,6 +264,7 @@ class Worker(WorkerCore):
             running.settle_failed(exc)
         with self._changed:
             self.counts[running.settled or outcome] += 1
+        self._observe(running, running.settled or outcome)
         return True
 
     def _abandon(self, running: RunningJob) -> None:

@@ -228,6 +228,30 @@ def test_reconnects_with_a_growing_pause_while_mongodb_is_unavailable(
     assert "server down (test); retrying in 1.0s" in caplog.text
 
 
+def test_the_observer_hears_each_settled_job_and_its_errors_are_contained(
+    workers, producer, collection, caplog
+) -> None:
+    producer.put({"ok": True}, priority=1)
+    producer.put({"ok": False})
+    heard: list[tuple[object, str, float]] = []
+
+    def observer(job, outcome: str, seconds: float) -> None:
+        heard.append((job.payload["ok"], outcome, seconds))
+        raise ValueError("observer bug")  # logged; the worker goes on
+
+    def check(job) -> None:
+        if not job.payload["ok"]:
+            raise RuntimeError("bad job")
+
+    worker = workers.worker(workers.handler(check), burst=True, observer=observer)
+    with caplog.at_level(logging.ERROR, logger="mongoqueue.worker"):
+        assert workers.run(worker) == EXIT_OK
+    assert [(ok, outcome) for ok, outcome, _ in heard] == [(True, "completed"), (False, "failed")]
+    assert all(seconds >= 0 for _, _, seconds in heard)
+    assert caplog.text.count("the worker's observer failed") == 2
+    assert worker.counts["completed"] == 1
+
+
 # pymongo's async monitor leaks its socket when the client is closed during a
 # connection attempt (it closes it on OSError only, not on cancellation): let
 # the socket's ResourceWarning pass, and collect it here rather than in a later test.

@@ -79,6 +79,7 @@ def _core(**options: Any) -> WorkerCore:
         "burst": False,
         "idle_wait": 1.0,
         "handle_signals": False,
+        "observer": None,
     }
     return WorkerCore(9.0, **{**settings, **options})
 
@@ -95,6 +96,8 @@ def test_settings_defaults_and_limits() -> None:
         _core(hard_limit=0)
     with pytest.raises(InvalidArgumentType, match="concurrency"):
         _core(concurrency="2")
+    with pytest.raises(InvalidArgumentType, match=r"observer\(job, outcome, seconds\)"):
+        _core(observer="metrics")
 
 
 def test_grace_applies_only_after_a_requested_stop() -> None:
