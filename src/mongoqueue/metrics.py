@@ -25,7 +25,9 @@ scrape time from one ``stats()`` aggregation per queue, never one count per stat
 
 A worker feeds it through its observer hook: ``Worker(queue, handler,
 observer=metrics.observe)``; ``mongoqueue worker --metrics-port P`` does that
-and serves ``/metrics`` on 127.0.0.1:P.
+and serves ``/metrics`` on 127.0.0.1:P. An ``AsyncWorker`` takes the same
+observer; its ``QueueMetrics(async_queue, depth=False)`` gets the depth gauges
+from a ``DepthCollector`` of a sync ``MongoQueue`` (as the CLI does).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "mongoqueue.metrics needs the 'metrics' extra: pip install 'mongoqueue[metrics]'"
     ) from exc
 
-from .errors import MongoQueueError
+from .aio import AsyncJob, AsyncMongoQueue
+from .errors import InvalidArgument, MongoQueueError
 from .job import Job
 from .queue import MongoQueue
 
@@ -64,7 +67,7 @@ DEPTH_STATES = {
 DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
-def _name(queue: MongoQueue) -> str:
+def _name(queue: MongoQueue | AsyncMongoQueue) -> str:
     return queue.collection.full_name
 
 
@@ -104,7 +107,7 @@ class DepthCollector(Collector):
 class _EventCollector(Collector):
     """The queue object's own counts (puts, recorded lease expiries), read at scrape time."""
 
-    def __init__(self, queue: MongoQueue) -> None:
+    def __init__(self, queue: MongoQueue | AsyncMongoQueue) -> None:
         self._queue = queue
 
     def collect(self) -> Iterator[Metric]:
@@ -131,8 +134,18 @@ class QueueMetrics:
     """The metrics of one queue in this process (see the module docstring)."""
 
     def __init__(
-        self, queue: MongoQueue, registry: CollectorRegistry | None = None, *, depth: bool = True
+        self,
+        queue: MongoQueue | AsyncMongoQueue,
+        registry: CollectorRegistry | None = None,
+        *,
+        depth: bool = True,
     ) -> None:
+        if depth and isinstance(queue, AsyncMongoQueue):
+            raise InvalidArgument(
+                "the depth gauges read stats() at scrape time, from the metrics server's "
+                "thread: with an AsyncMongoQueue pass depth=False and register a "
+                "DepthCollector of a MongoQueue on the same collection"
+            )
         self.queue = queue
         self.registry = CollectorRegistry() if registry is None else registry
         self._label = _name(queue)
@@ -164,10 +177,10 @@ class QueueMetrics:
         for metric in (self.completed, self.failed, self.retried, self.released, self.leases_lost):
             metric.labels(self._label)
         self.registry.register(_EventCollector(queue))
-        if depth:
+        if depth and isinstance(queue, MongoQueue):
             self.registry.register(DepthCollector(lambda: [queue]))
 
-    def observe(self, job: Job, outcome: str, seconds: float) -> None:
+    def observe(self, job: Job | AsyncJob, outcome: str, seconds: float) -> None:
         """The worker's observer: count one settled job and its handler time."""
         if outcome in ("failed", "abandoned"):
             outcome = "failed" if job.state == "failed" else "retried"

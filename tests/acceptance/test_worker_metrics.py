@@ -6,6 +6,8 @@ import signal
 import socket
 import urllib.request
 
+import pytest
+
 from mongoqueue import MongoQueue
 from tests.helpers import wait_for
 
@@ -32,11 +34,12 @@ def _scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def test_worker_serves_its_metrics(start_worker, collection, log) -> None:
+@pytest.mark.parametrize("record", ["record", "arecord"])
+def test_worker_serves_its_metrics(record, start_worker, collection, log) -> None:
     queue = MongoQueue(collection, "producer")
     queue.put_many([{"n": i} for i in range(3)])
     port = _free_port()
-    worker = start_worker("record", "--metrics-port", str(port), "--timeout", "10")
+    worker = start_worker(record, "--metrics-port", str(port), "--timeout", "10")
     q = f'queue="{collection.full_name}"'
 
     def done() -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from pymongo import MongoClient, monitoring
 
@@ -54,6 +55,38 @@ def test_a_failing_observer_does_not_stop_the_worker(collection) -> None:
                     observer=observer)  # fmt: skip
     assert worker.run() == EXIT_OK
     assert worker.counts["completed"] == 1
+
+
+def test_an_async_worker_feeds_the_same_metrics(collection, mongodb_uri) -> None:
+    import asyncio
+
+    from pymongo import AsyncMongoClient
+
+    from mongoqueue import AsyncJob, AsyncMongoQueue, AsyncWorker, InvalidArgument
+
+    MongoQueue(collection, "producer").put_many([{"n": 1}, {"n": 2}])
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    queue = AsyncMongoQueue(client[collection.database.name][collection.name], "w", timeout=5)
+    with pytest.raises(InvalidArgument, match="depth=False"):
+        QueueMetrics(queue)
+    metrics = QueueMetrics(queue, depth=False)
+    metrics.registry.register(DepthCollector(lambda: [MongoQueue(collection, "depth")]))
+
+    async def handler(job: AsyncJob) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> int:
+        try:
+            worker = AsyncWorker(queue, handler, handle_signals=False, idle_wait=0.2,
+                                 burst=True, observer=metrics.observe)  # fmt: skip
+            return await worker.run()
+        finally:
+            await client.close()
+
+    assert asyncio.run(main()) == EXIT_OK
+    assert value(metrics, "mongoqueue_jobs_completed_total") == 2
+    assert value(metrics, "mongoqueue_job_duration_seconds_count", outcome="completed") == 2
+    assert value(metrics, "mongoqueue_jobs", state="available") == 0
 
 
 class Commands(monitoring.CommandListener):
