@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from mongoqueue import NO_BACKOFF, MongoQueue
 from mongoqueue.embedded import EmbeddedServer
 from tests.twins import AsyncAPI, SyncAPI
+from tests.worker_twins import AsyncWorkers, SyncWorkers
 
 TEST_DB = "mongoqueue_tests"
 
@@ -82,5 +83,20 @@ def api(
     test's collection; the async one is driven through ``tests.twins.Blocking``.
     """
     twin = SyncAPI(collection) if request.param == "sync" else AsyncAPI(collection, mongodb_uri)
+    yield twin
+    twin.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def workers(
+    request: pytest.FixtureRequest, collection: Collection[dict[str, Any]], mongodb_uri: str
+) -> Iterator[SyncWorkers]:
+    """Either worker, so one behavioural test runs against Worker and AsyncWorker.
+
+    See ``tests.worker_twins``: ``workers.worker(handler, **options)``, ``workers.run()``,
+    ``workers.start()``, and handler pairs (``handler``, ``pick``, ``waiting``, ``sleeping``).
+    """
+    cls = SyncWorkers if request.param == "sync" else AsyncWorkers
+    twin = cls(collection, mongodb_uri)
     yield twin
     twin.close()

@@ -3,7 +3,8 @@
 * :func:`api_differences` compares the public surface of a sync class and its
   async twin (names, parameters, defaults, kinds, annotations, coroutine-ness);
   the drift test asserts it finds nothing for MongoQueue/AsyncMongoQueue and
-  Job/AsyncJob.
+  Job/AsyncJob, and only a listed set of accepted differences for
+  Worker/AsyncWorker.
 * :class:`SyncAPI` and :class:`AsyncAPI` let one behavioural test drive either
   queue: the async one through :class:`Blocking`, which runs each coroutine to
   completion on the test's own event loop. (Only tests do this; the library

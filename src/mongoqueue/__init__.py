@@ -6,6 +6,7 @@ expires) and atomic state changes, on pymongo 4.9+ and MongoDB 4.4+.
 """
 
 from .aio import AsyncJob, AsyncMongoQueue
+from .aio_worker import AsyncWorker
 from .errors import (
     DuplicateKeyConflict,
     IndexConflict,
@@ -20,6 +21,7 @@ from .errors import (
 from .job import Job
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
+from .worker import Worker
 
 __version__ = "1.0.0.dev0"
 
@@ -28,6 +30,7 @@ __all__ = [
     "NO_BACKOFF",
     "AsyncJob",
     "AsyncMongoQueue",
+    "AsyncWorker",
     "DuplicateKeyConflict",
     "IndexConflict",
     "InvalidArgument",
@@ -40,5 +43,6 @@ __all__ = [
     "PayloadTooLarge",
     "QueueUnavailable",
     "RetryPolicy",
+    "Worker",
     "__version__",
 ]

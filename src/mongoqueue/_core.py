@@ -10,6 +10,7 @@ server, sleeps or reads a wall clock. The documents themselves come from
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -123,6 +124,26 @@ def check_collection(collection: object, expected: type, twin: type, queue_name:
     )
 
 
+class EventCounts:
+    """What one queue object has done in this process, for metrics (thread-safe).
+
+    ``put``: jobs it inserted. ``lease_expiries``: expired leases it recorded
+    as failed deliveries (met by a claim, or freed by ``repair()``); each expiry
+    is recorded by exactly one atomic operation, so the sum over all processes
+    is the queue's total. Plain counters, no I/O: :mod:`mongoqueue.metrics`
+    reads them at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.put = 0
+        self.lease_expiries = 0
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + count)
+
+
 class QueueCore:
     """Settings, clock estimate and every I/O-free step of a queue.
 
@@ -136,6 +157,8 @@ class QueueCore:
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         self._indexes_ready = False
         self._change_streams = True
+        #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
+        self.events = EventCounts()
 
     # ------------------------------------------------------------------ settings
 
@@ -364,6 +387,14 @@ class QueueCore:
     def _requeue_target(job: object) -> Any:
         """The id ``requeue`` acts on: a handle's job id, or the argument itself."""
         return job.id if isinstance(job, JobData) else job
+
+    @staticmethod
+    def _cancel_target(job: object) -> Any:
+        if isinstance(job, JobData):
+            return job.id
+        if job is None:
+            raise InvalidArgumentType("cancel needs a job or a job id, got None")
+        return job
 
     @staticmethod
     def _requeue_conflict(job_id: Any) -> DuplicateKeyConflict:

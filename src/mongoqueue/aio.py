@@ -120,6 +120,7 @@ class AsyncMongoQueue(QueueCore):
             for _ in range(KEY_RETRIES):
                 try:
                     await self.collection.insert_one(doc)
+                    self.events.add("put")
                     return doc["_id"]
                 except pymongo.errors.DuplicateKeyError:
                     if "key" not in doc:
@@ -150,6 +151,7 @@ class AsyncMongoQueue(QueueCore):
         await self._ensure_ready()
         with driver_errors():
             await self.collection.insert_many(docs, ordered=True)
+        self.events.add("put", len(docs))
         return [doc["_id"] for doc in docs]
 
     # ------------------------------------------------------------------ claim
@@ -171,6 +173,7 @@ class AsyncMongoQueue(QueueCore):
                 if self._is_own_claim(doc, token):
                     return AsyncJob(self, doc)
                 # We met an expired lease and recorded it; claim again.
+                self.events.add("lease_expiries")
         return None
 
     async def next(self, wait: float | None = None) -> AsyncJob | None:
@@ -314,6 +317,7 @@ class AsyncMongoQueue(QueueCore):
             result = await self.collection.update_many(
                 ops.expired_filter(now), self._expire_update()
             )
+        self.events.add("lease_expiries", result.modified_count)
         return result.modified_count
 
     async def requeue(self, job: AsyncJob | Any = None) -> int:
@@ -351,6 +355,13 @@ class AsyncMongoQueue(QueueCore):
                     continue
                 count += result.modified_count
             return count
+
+    async def cancel(self, job: AsyncJob | Any) -> bool:
+        """Delete a job that is waiting (not held); True if it was (see ``MongoQueue.cancel``)."""
+        job_id = self._cancel_target(job)
+        with driver_errors():
+            result = await self.collection.delete_one(ops.cancel_filter(job_id))
+        return result.deleted_count == 1
 
     async def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""

@@ -1,7 +1,7 @@
 """The ``mongoqueue`` command (extra ``cli``; also ``python -m mongoqueue``).
 
 Commands: ``put``, ``stats``, ``list``, ``peek``, ``failed``, ``requeue``,
-``purge``, ``worker`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
+``purge``, ``worker``, ``dashboard`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
 The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
@@ -12,11 +12,9 @@ codes are listed in :mod:`mongoqueue.worker`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -34,11 +32,19 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 import pymongo.errors
-from bson import ObjectId, json_util
-from bson.errors import InvalidId
+from bson import json_util
 from pymongo import MongoClient
 
 from . import operations as ops
+from ._cli_parsing import (
+    JSON_OPTIONS,
+    load_handler,
+    parse_handler_spec,
+    parse_job_id,
+    parse_payloads,
+    redact,
+)
+from ._cli_worker import import_extra, run_worker
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -49,89 +55,24 @@ from .errors import (
 from .job import Job
 from .queue import MongoQueue
 from .retry import RetryPolicy
-from .worker import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, Handler, Worker
+from .worker import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 
-__all__ = ["cli", "load_handler", "main", "parse_handler_spec", "parse_job_id", "parse_payloads"]
+__all__ = [
+    "cli",
+    "load_handler",
+    "main",
+    "parse_handler_spec",
+    "parse_job_id",
+    "parse_payloads",
+    "redact",
+]
 
 DEFAULT_URI = "mongodb://localhost:27017"
 #: Jobs per insert when ``put`` reads many payloads from stdin.
 PUT_BATCH = 500
-JSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-# --------------------------------------------------------------------------- parsing (pure)
-
-
-def parse_payloads(text: str) -> list[dict[str, Any]]:
-    """One JSON object, or JSON Lines (one object per line); Extended JSON is accepted."""
-    text = text.strip()
-    if not text:
-        raise click.BadParameter("no payload: give a JSON object as an argument or on stdin")
-    try:
-        docs = [json_util.loads(text, json_options=JSON_OPTIONS)]
-    except ValueError:
-        docs = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                docs.append(json_util.loads(line, json_options=JSON_OPTIONS))
-            except ValueError as exc:
-                raise click.BadParameter(f"line {number} is not valid JSON: {exc}") from exc
-    for number, doc in enumerate(docs, 1):
-        if not isinstance(doc, dict):
-            where = "" if len(docs) == 1 else f" (item {number})"
-            raise click.BadParameter(
-                f"a payload must be a JSON object like '{{\"n\": 1}}'{where}, "
-                f"got {type(doc).__name__}"
-            )
-    return docs
-
-
-def parse_handler_spec(spec: str) -> tuple[str, str]:
-    """``package.module:function`` into its two parts."""
-    module, sep, attr = spec.partition(":")
-    pattern = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
-    if not sep or not re.fullmatch(pattern, module) or not re.fullmatch(pattern, attr):
-        raise click.BadParameter(
-            f"expected module:function (for example myapp.tasks:handle), got {spec!r}"
-        )
-    return module, attr
-
-
-def load_handler(spec: str) -> Handler:
-    """Import the handler named by ``module:function`` (the current directory is importable)."""
-    module_name, attr = parse_handler_spec(spec)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise click.BadParameter(f"{spec} is not callable")
-    handler: Handler = target
-    return handler
-
-
-def parse_job_id(text: str) -> Any:
-    """A job id from the command line: an ObjectId when it looks like one, else the string."""
-    try:
-        return ObjectId(text)
-    except (InvalidId, TypeError):
-        return text
-
-
-def redact(uri: str) -> str:
-    """The URI without its password."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
 # --------------------------------------------------------------------------- connection
@@ -146,21 +87,26 @@ class Settings:
     uri_given: bool
     _client: MongoClient[dict[str, Any]] | None = None
 
+    @property
+    def client_options(self) -> dict[str, Any]:
+        timeout_ms = max(1, int(self.server_timeout * 1000))
+        return {"serverSelectionTimeoutMS": timeout_ms, "appname": "mongoqueue-cli"}
+
     def client(self) -> MongoClient[dict[str, Any]]:
         if self._client is None:
             try:
-                self._client = MongoClient(
-                    self.uri,
-                    serverSelectionTimeoutMS=max(1, int(self.server_timeout * 1000)),
-                    appname="mongoqueue-cli",
-                )
+                self._client = MongoClient(self.uri, **self.client_options)
             except ValueError as exc:  # pymongo raises a bare ValueError for some URIs
                 raise BadArgument(f"invalid connection settings: {exc}") from exc
         return self._client
 
+    @staticmethod
+    def consumer(consumer_id: str | None) -> str:
+        return consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+
     def queue(self, consumer_id: str | None = None, **options: Any) -> MongoQueue:
-        consumer = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
-        return MongoQueue(self.client()[self.db][self.collection], consumer, **options)
+        collection = self.client()[self.db][self.collection]
+        return MongoQueue(collection, self.consumer(consumer_id), **options)
 
     def close(self) -> None:
         if self._client is not None:
@@ -466,7 +412,7 @@ def purge(all_jobs: bool, yes: bool) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Jobs run at once (threads).",
+    help="Jobs run at once (threads; tasks for an async def handler).",
 )
 @click.option(
     "--timeout",
@@ -503,6 +449,14 @@ def purge(all_jobs: bool, yes: bool) -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (extra 'metrics').",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+)
 def worker(
     handler: str,
     concurrency: int,
@@ -516,8 +470,13 @@ def worker(
     burst: bool,
     consumer_id: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
+
+    A coroutine function (async def) runs on asyncio with an AsyncJob
+    (AsyncWorker), the others in threads (Worker); the options are the same.
 
     Exit codes: 0 stopped as asked, 1 failed, 2 bad usage, 3 MongoDB
     unreachable, 128+N second signal N.
@@ -527,16 +486,83 @@ def worker(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     retry = RetryPolicy(initial=retry_initial, maximum=max(retry_max, retry_initial))
-    queue = _settings().queue(consumer_id, timeout=timeout, max_attempts=max_attempts, retry=retry)
-    return Worker(
-        queue,
+    return run_worker(
+        _settings(),
         function,
-        concurrency=concurrency,
-        heartbeat=heartbeat,
-        hard_limit=hard_limit,
-        grace=grace,
-        burst=burst,
-    ).run()
+        consumer_id,
+        {"timeout": timeout, "max_attempts": max_attempts, "retry": retry},
+        {
+            "concurrency": concurrency,
+            "heartbeat": heartbeat,
+            "hard_limit": hard_limit,
+            "grace": grace,
+            "burst": burst,
+        },
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Enable requeue, purge and cancel buttons (POST with CSRF token). Off by default.",
+)
+@click.option(
+    "--sample-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between samples of the counts (the throughput chart).",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=1),
+    default=15.0,
+    show_default=True,
+    help="Minutes of history the charts show.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def dashboard(
+    host: str,
+    port: int,
+    allow_actions: bool,
+    sample_interval: float,
+    window: float,
+    log_level: str,
+) -> None:
+    """Serve the web dashboard of the queues in --db (extra 'dashboard').
+
+    Read-only unless --allow-actions. Also serves Prometheus depth gauges at /metrics.
+    """
+    settings = _settings()
+    run = import_extra("mongoqueue.dashboard", "dashboard").run
+    db = settings.client()[settings.db]
+    with driver_errors():
+        db.command("ping")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: the dashboard listens on {host}; it has no login", markup=False)
+    err.print(f"mongoqueue dashboard: http://{host}:{port}/ (database {settings.db})")
+    run(
+        db,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        sample_interval=sample_interval,
+        window=window * 60,
+        log_level=log_level,
+    )
 
 
 @cli.command()

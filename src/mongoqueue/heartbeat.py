@@ -11,55 +11,45 @@ heartbeat thread records a failed attempt on its job (``Job.error()``), so the
 job comes back after its retry backoff (or fails at ``max_attempts``), and the
 worker frees the slot. Python cannot stop a thread, so the abandoned handler
 keeps running in the background until it returns; its result is discarded.
+(:mod:`mongoqueue.aio_worker` cancels the handler's task instead.)
 
 Each job is *settled* once, by whoever comes first: the handler's thread
 (complete or error), the heartbeat thread (abandon), or shutdown (release).
 :class:`RunningJob` serialises that with a lock, and heartbeats take the same
-lock, so two threads never write one job at once.
+lock, so two threads never write one job at once. When a job is due for a
+heartbeat or past its limit is decided in :mod:`mongoqueue._worker_core`,
+shared with the async worker.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
-from .errors import LeaseLost, MongoQueueError
+from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log_heartbeat_failed
+from .errors import MongoQueueError
 from .job import Job
 
 __all__ = ["Heartbeat", "RunningJob"]
 
-log = logging.getLogger("mongoqueue.worker")
 
-#: The heartbeat thread wakes at least this often to check hard limits (seconds).
-MAX_TICK_SECONDS = 0.5
-
-
-class RunningJob:
-    """A job in a worker's hands: its handle, when it started, and who settled it."""
+class RunningJob(RunningState[Job]):
+    """A job in a worker's hands, with the lock that serialises its writes."""
 
     def __init__(self, job: Job) -> None:
-        self.job = job
-        self.started = time.monotonic()
-        self.last_beat = self.started
-        self.settled: str | None = None
+        super().__init__(job)
         self.lock = threading.Lock()
 
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def settle(self, outcome: str, action: Callable[[], None]) -> bool:
+    def settle(self, outcome: Outcome, action: Callable[[], None]) -> bool:
         """Run ``action`` (complete, error, release) unless the job is already settled.
 
         Returns False when someone else settled it first. Errors of ``action``
         propagate; the job counts as settled either way (it was tried once).
         """
         with self.lock:
-            if self.settled is not None:
+            if not self.claim(outcome):
                 return False
-            self.settled = outcome
             if self.job.held:
                 action()
             return True
@@ -73,9 +63,11 @@ class Heartbeat:
         interval: float,
         hard_limit: float | None,
         on_abandon: Callable[[RunningJob], None],
+        tick: float | None = None,
     ) -> None:
         self.interval = interval
         self.hard_limit = hard_limit
+        self.tick = min(interval, MAX_TICK_SECONDS) if tick is None else tick
         self._on_abandon = on_abandon
         self._jobs: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
@@ -99,8 +91,7 @@ class Heartbeat:
             self._jobs.pop(id(running), None)
 
     def _run(self) -> None:
-        tick = min(self.interval, MAX_TICK_SECONDS)
-        while not self._stop.wait(tick):
+        while not self._stop.wait(self.tick):
             self.beat()
 
     def beat(self) -> None:
@@ -109,10 +100,11 @@ class Heartbeat:
             jobs = list(self._jobs.values())
         now = time.monotonic()
         for running in jobs:
-            if self.hard_limit is not None and now - running.started >= self.hard_limit:
+            due = running.due(now, self.interval, self.hard_limit)
+            if due == "abandon":
                 self.remove(running)
                 self._on_abandon(running)
-            elif now - running.last_beat >= self.interval:
+            elif due == "beat":
                 self._extend(running)
 
     def _extend(self, running: RunningJob) -> None:
@@ -122,9 +114,6 @@ class Heartbeat:
             try:
                 running.job.heartbeat()
                 running.last_beat = time.monotonic()
-            except LeaseLost as exc:
-                # The job may run twice (at-least-once); its handler keeps going.
-                log.warning("heartbeat: %s", exc)
-                self.remove(running)
             except MongoQueueError as exc:
-                log.warning("heartbeat for job %s failed, will retry: %s", running.job.id, exc)
+                if log_heartbeat_failed(running, exc):
+                    self.remove(running)

@@ -57,6 +57,7 @@ __all__ = [
     "CLAIM_SORT",
     "INDEXES",
     "backoff_ms",
+    "cancel_filter",
     "claim_filter",
     "claim_update",
     "expired_filter",
@@ -64,6 +65,7 @@ __all__ = [
     "heartbeat_update",
     "held",
     "indexes",
+    "listing_filter",
     "new_job",
     "progress_update",
     "release_update",
@@ -402,6 +404,11 @@ def requeue_update() -> Pipeline:
     return [{"$set": {"state": READY, "attempts": 0, "visible_at": "$$NOW", **_NOT_HELD}}]
 
 
+def cancel_filter(job_id: Any) -> Doc:
+    """``cancel()``: the job, but only while it waits (ready and not held; due or delayed)."""
+    return {"_id": job_id, "state": READY, "lease_token": {"$not": {"$type": "string"}}}
+
+
 def size_filter() -> Doc:
     return {"state": READY}
 
@@ -448,6 +455,21 @@ def state_filter(state: str, now: datetime) -> Doc:
     if state not in filters:
         raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
     return filters[state]
+
+
+def listing_filter(
+    state: str,
+    now: datetime,
+    *,
+    key: str | None = None,
+    locked_by: str | None = None,
+    priority: int | None = None,
+) -> Doc:
+    """``state_filter`` narrowed by exact matches (the dashboard's list filters)."""
+    doc = dict(state_filter(state, now))
+    extra = {"key": key, "locked_by": locked_by, "priority": priority}
+    doc.update({field: value for field, value in extra.items() if value is not None})
+    return doc
 
 
 STATS_KEYS = ("available", "delayed", "locked", "expired", "failed", "total")

@@ -121,6 +121,7 @@ class MongoQueue(QueueCore):
             for _ in range(KEY_RETRIES):
                 try:
                     self.collection.insert_one(doc)
+                    self.events.add("put")
                     return doc["_id"]
                 except pymongo.errors.DuplicateKeyError:
                     if "key" not in doc:
@@ -152,6 +153,7 @@ class MongoQueue(QueueCore):
         self._ensure_ready()
         with driver_errors():
             self.collection.insert_many(docs, ordered=True)
+        self.events.add("put", len(docs))
         return [doc["_id"] for doc in docs]
 
     # ------------------------------------------------------------------ claim
@@ -177,6 +179,7 @@ class MongoQueue(QueueCore):
                 if self._is_own_claim(doc, token):
                     return Job(self, doc)
                 # We met an expired lease and recorded it; claim again.
+                self.events.add("lease_expiries")
         return None
 
     def next(self, wait: float | None = None) -> Job | None:
@@ -326,6 +329,7 @@ class MongoQueue(QueueCore):
             result = self.collection.update_many(
                 ops.expired_filter(self._now()), self._expire_update()
             )
+        self.events.add("lease_expiries", result.modified_count)
         return result.modified_count
 
     def requeue(self, job: Job | Any = None) -> int:
@@ -363,6 +367,16 @@ class MongoQueue(QueueCore):
                 except pymongo.errors.DuplicateKeyError:
                     continue
             return count
+
+    def cancel(self, job: Job | Any) -> bool:
+        """Delete a job that is waiting (due or delayed, not held); True if it was.
+
+        ``job`` is a Job or a job id. A running or failed job is left alone: the
+        delete is filtered on the waiting state, so it cannot race a claim.
+        """
+        job_id = self._cancel_target(job)
+        with driver_errors():
+            return self.collection.delete_one(ops.cancel_filter(job_id)).deleted_count == 1
 
     def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""

@@ -142,16 +142,23 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         raise InvalidArgumentType(
             f"payload must be a mapping such as a dict, got {type(payload).__name__}"
         )
-    if not isinstance(payload, RawBSONDocument):
+    # The C encoder checks the keys ('$', '.', NUL, non-str) in the same pass
+    # (check_keys); only a rejected payload is walked in Python, to name the key.
+    try:
+        data = (
+            payload.raw
+            if isinstance(payload, RawBSONDocument)
+            else bson.encode(payload, check_keys=True)
+        )
+    except bson.errors.InvalidDocument as exc:
         try:
             _check_keys(payload, "")
-        except RecursionError as exc:
-            raise InvalidPayload("payload is nested too deeply to store") from exc
-    try:
-        data = payload.raw if isinstance(payload, RawBSONDocument) else bson.encode(payload)
-    except bson.errors.InvalidDocument as exc:
+        except RecursionError as deep:
+            raise InvalidPayload("payload is nested too deeply to store") from deep
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
-    except (OverflowError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise InvalidPayload("payload is nested too deeply to store") from exc
+    except OverflowError as exc:
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
     limit = max_document_bytes - METADATA_ALLOWANCE
     if len(data) > limit:

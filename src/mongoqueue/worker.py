@@ -28,11 +28,14 @@ Exit codes of :meth:`Worker.run` (and of ``mongoqueue worker``):
 ====  ============================================================================
 
 Logs go to the ``mongoqueue.worker`` logger of the standard ``logging`` module.
+
+:class:`~mongoqueue.aio_worker.AsyncWorker` is the asyncio twin, for coroutine
+handlers; every decision both make (settings, timings, outcomes, exit codes,
+log messages) lives in :mod:`mongoqueue._worker_core`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -41,41 +44,55 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from .errors import (
-    InvalidArgument,
-    InvalidArgumentType,
-    LeaseLost,
-    MongoQueueError,
-    QueueUnavailable,
+from ._worker_core import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    MAX_RECONNECT_SECONDS,
+    Outcome,
+    WorkerCore,
+    check_handler,
+    describe,
+    log_abandoned,
+    log_burst_done,
+    log_cannot_start,
+    log_completed,
+    log_discarded,
+    log_failed,
+    log_failure,
+    log_job_started,
+    log_reconnect,
+    log_released,
+    log_started,
+    log_stopped,
+    log_unreleased,
+    log_waiting,
 )
+from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
 from .job import Job, exception_message
 from .queue import MongoQueue
-from .validation import check_positive_int, check_seconds
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "MAX_RECONNECT_SECONDS",
     "Handler",
+    "Observer",
     "Worker",
 ]
 
-log = logging.getLogger("mongoqueue.worker")
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-
 Handler = Callable[[Job], Any]
 
-#: Longest pause between retries while MongoDB is unreachable (seconds).
-MAX_RECONNECT_SECONDS = 30.0
+#: ``observer(job, outcome, seconds)``: called once per job this worker settles, with
+#: the outcome (completed, failed, abandoned, released, lost) and the handler's time.
+Observer = Callable[[Job, str, float], None]
 
 
-class Worker:
+class Worker(WorkerCore):
     """Runs ``handler(job)`` on the jobs of ``queue``.
 
     ``concurrency``: jobs run at once (one thread each). ``heartbeat``: seconds
@@ -86,7 +103,8 @@ class Worker:
     no waiting, delayed or running job. ``idle_wait``: longest single wait for a
     job, which bounds how long a stop request takes to be noticed.
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
-    (only possible from the main thread).
+    (only possible from the main thread). ``observer``: called with ``(job,
+    outcome, seconds)`` as each job is settled (see :mod:`mongoqueue.metrics`).
     """
 
     def __init__(
@@ -101,46 +119,32 @@ class Worker:
         burst: bool = False,
         idle_wait: float = 1.0,
         handle_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         if not isinstance(queue, MongoQueue):
             raise InvalidArgumentType(f"queue must be a MongoQueue, got {type(queue).__name__}")
-        if not callable(handler):
-            raise InvalidArgumentType(
-                f"handler must be callable with a Job, got {type(handler).__name__}"
-            )
+        check_handler(handler, want_async=False)
+        super().__init__(
+            queue.timeout,
+            concurrency=concurrency,
+            heartbeat=heartbeat,
+            hard_limit=hard_limit,
+            grace=grace,
+            burst=burst,
+            idle_wait=idle_wait,
+            handle_signals=handle_signals,
+            observer=observer,
+        )
         self.queue = queue
         self.handler = handler
-        self.concurrency = check_positive_int("concurrency", concurrency)
-        if heartbeat is None:
-            heartbeat = queue.timeout / 3
-        self.heartbeat = check_seconds("heartbeat", heartbeat, allow_zero=False)
-        if self.heartbeat >= queue.timeout:
-            raise InvalidArgument(
-                f"heartbeat ({self.heartbeat}s) must be shorter than the queue's timeout "
-                f"({queue.timeout}s), or leases expire between heartbeats"
-            )
-        self.hard_limit = (
-            None
-            if hard_limit is None
-            else check_seconds("hard_limit", hard_limit, allow_zero=False)
-        )
-        self.grace = check_seconds("grace", grace, allow_zero=True)
-        self.burst = bool(burst)
-        self.idle_wait = check_seconds("idle_wait", idle_wait, allow_zero=False)
-        self.handle_signals = handle_signals
         self._stopping = threading.Event()
         self._active: dict[int, RunningJob] = {}
         self._changed = threading.Condition()
-        self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon)
-        #: Jobs settled by this worker, by outcome: completed, failed, abandoned, released, lost.
-        self.counts: dict[str, int] = dict.fromkeys(
-            ("completed", "failed", "abandoned", "released", "lost"), 0
-        )
+        self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon, self._tick)
 
     def __repr__(self) -> str:
-        return (
-            f"<Worker {self.queue.collection.full_name} consumer={self.queue.consumer_id!r} "
-            f"concurrency={self.concurrency}>"
+        return describe(
+            "Worker", self.queue.collection.full_name, self.queue.consumer_id, self.concurrency
         )
 
     @property
@@ -164,25 +168,24 @@ class Worker:
             try:
                 self.queue.ensure_indexes()
             except QueueUnavailable as exc:
-                log.error("cannot start: %s", exc)
+                log_cannot_start(exc)
                 return EXIT_UNAVAILABLE
-            log.info(
-                "worker %s started on %s (concurrency %d, lease %ss, heartbeat %ss)",
+            log_started(
                 self.queue.consumer_id,
                 self.queue.collection.full_name,
                 self.concurrency,
                 self.queue.timeout,
-                round(self.heartbeat, 3),
+                self.heartbeat,
             )
             self._heartbeat.start()
             code = EXIT_OK
             try:
                 self._loop()
             except Exception:
-                log.exception("worker failed; releasing its jobs")
+                log_failure()
                 code = EXIT_ERROR
-            self._shutdown(self.grace if code == EXIT_OK else 0.0)
-            log.info("worker %s stopped: %s", self.queue.consumer_id, self.counts)
+            self._shutdown(self._shutdown_grace(code))
+            log_stopped(self.queue.consumer_id, self.counts)
             return code
         finally:
             self._heartbeat.stop()
@@ -194,11 +197,11 @@ class Worker:
             try:
                 job = self.queue.next(wait=self.idle_wait)
                 if job is None and self.burst and self.running == 0 and self.queue.size() == 0:
-                    log.info("burst: the queue is empty")
+                    log_burst_done()
                     return
             except QueueUnavailable as exc:
-                pause = min(MAX_RECONNECT_SECONDS, pause * 2 or 0.5)
-                log.warning("%s; retrying in %.1fs", exc, pause)
+                pause = self._reconnect_pause(pause)
+                log_reconnect(exc, pause)
                 self._stopping.wait(pause)
                 continue
             pause = 0.0
@@ -220,9 +223,7 @@ class Worker:
         try:
             job.release()
         except MongoQueueError as exc:
-            log.warning(
-                "could not release job %s (it comes back when its lease expires): %s", job.id, exc
-            )
+            log_unreleased(job, exc)
 
     # ------------------------------------------------------------------ one job
 
@@ -238,55 +239,39 @@ class Worker:
 
     def _execute(self, running: RunningJob) -> None:
         job = running.job
-        log.info("job %s started (attempts so far: %d)", job.id, job.attempts)
+        log_job_started(job)
         try:
             self.handler(job)
         except BaseException as exc:
             message = exception_message(type(exc), exc, exc.__traceback__)
             self._settle(running, "failed", lambda: job.error(message))
             if running.settled == "failed":
-                log.warning(
-                    "job %s failed after %.2fs: %s: %s",
-                    job.id,
-                    running.elapsed,
-                    type(exc).__name__,
-                    exc,
-                )
+                log_failed(running, exc)
         else:
             self._settle(running, "completed", job.complete)
             if running.settled == "completed":
-                log.info("job %s completed in %.2fs", job.id, running.elapsed)
+                log_completed(running)
         finally:
             if running.settled == "abandoned":
-                log.warning(
-                    "abandoned job %s: its handler returned after %.2fs; result discarded",
-                    job.id,
-                    running.elapsed,
-                )
+                log_discarded(running)
             self._finished(running)
 
-    def _settle(self, running: RunningJob, outcome: str, action: Callable[[], None]) -> bool:
+    def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], None]) -> bool:
         try:
             if not running.settle(outcome, action):
                 return False
-        except LeaseLost as exc:
-            running.settled = "lost"
-            log.warning("%s (the job may run again: delivery is at least once)", exc)
         except MongoQueueError as exc:
-            running.settled = "lost"
-            log.error("job %s: %s; it comes back when its lease expires", running.job.id, exc)
+            running.settle_failed(exc)
         with self._changed:
             self.counts[running.settled or outcome] += 1
+        self._observe(running, running.settled or outcome)
         return True
 
     def _abandon(self, running: RunningJob) -> None:
         """Called by the heartbeat thread when a handler passes the hard limit."""
-        message = (
-            f"abandoned: the handler was still running after the hard limit of "
-            f"{self.hard_limit}s (worker {self.queue.consumer_id})"
-        )
+        message = self._abandon_message(self.queue.consumer_id)
         if self._settle(running, "abandoned", lambda: running.job.error(message)):
-            log.error("job %s: %s; the worker moves on", running.job.id, message)
+            log_abandoned(running, message)
             self._finished(running)
 
     def _finished(self, running: RunningJob) -> None:
@@ -302,16 +287,13 @@ class Worker:
         deadline = time.monotonic() + grace
         with self._changed:
             if self._active:
-                log.info("waiting up to %ss for %d running job(s)", grace, len(self._active))
+                log_waiting(grace, len(self._active))
             while self._active and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(min(left, 0.5))
             remaining = list(self._active.values())
         for running in remaining:
             if self._settle(running, "released", running.job.release):
-                log.warning(
-                    "job %s released after the grace period (attempts unchanged)",
-                    running.job.id,
-                )
+                log_released(running)
             self._finished(running)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
@@ -320,19 +302,9 @@ class Worker:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self._stopping.is_set():
-                log.warning(
-                    "second %s: exiting now; running jobs come back when their leases expire",
-                    name,
-                )
-                logging.shutdown()
-                os._exit(128 + signum)
-            log.info(
-                "%s: stopping; running jobs have %ss to finish (send it again to exit at once)",
-                name,
-                self.grace,
-            )
+            code = self._on_signal(signum, self._stopping.is_set())
+            if code is not None:
+                os._exit(code)
             self.stop()
 
         for sig in previous:

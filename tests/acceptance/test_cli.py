@@ -75,6 +75,7 @@ def test_errors_are_one_line_with_an_exit_code(run_cli) -> None:
         (["requeue"], 2, "--all"),
         (["worker", "no_colon_here"], 2, "module:function"),
         (["worker", "tests.acceptance.nonexistent:f"], 2, "cannot import"),
+        (["worker", "tests.acceptance.handlers:arecord", "--heartbeat", "99"], 2, "heartbeat"),
     ]
     for args, expected_code, words in cases:
         code, _out, err = run_cli(*args)

@@ -10,6 +10,8 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
+
 import mongoqueue.queue
 from mongoqueue import MongoQueue, RetryPolicy
 from tests.acceptance.conftest import ROOT, cli_command
@@ -18,6 +20,9 @@ from tests.helpers import wait_for
 #: A claim may see a job as due up to one round trip before the server's clock
 #: reaches its time (the clock estimate is an upper bound; see clock.py).
 CLOCK_SLACK = timedelta(milliseconds=100)
+
+#: The same handler as a function (run by Worker) and a coroutine function (AsyncWorker).
+BOTH_WORKERS = pytest.mark.parametrize("record", ["record", "arecord"])
 
 
 def _held(collection):
@@ -89,20 +94,23 @@ def test_concurrent_cli_puts_with_one_key(mongodb_uri, collection) -> None:
     assert collection.count_documents({}) == 1
 
 
-def test_sigterm_lets_the_running_job_finish(start_worker, collection, log) -> None:
+@BOTH_WORKERS
+def test_sigterm_lets_the_running_job_finish(record, start_worker, collection, log) -> None:
     MongoQueue(collection, "producer").put({"sleep": 1.0})
-    worker = start_worker("record", "--grace", "30")
+    worker = start_worker(record, "--grace", "30")
     wait_for(lambda: _held(collection))
     worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     assert collection.count_documents({}) == 0  # completed
     assert log.count_documents({}) == 1
+    assert "waiting up to 30.0s for 1 running job(s)" in worker.text
 
 
-def test_sigterm_releases_the_job_after_the_grace_period(start_worker, collection) -> None:
+@BOTH_WORKERS
+def test_sigterm_releases_the_job_after_the_grace_period(record, start_worker, collection) -> None:
     queue = MongoQueue(collection, "test")
     queue.put({"sleep": 60})
-    worker = start_worker("record", "--grace", "0.3")
+    worker = start_worker(record, "--grace", "0.3")
     wait_for(lambda: _held(collection))
     worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
@@ -112,10 +120,11 @@ def test_sigterm_releases_the_job_after_the_grace_period(start_worker, collectio
     assert job.attempts == 0
 
 
-def test_second_signal_exits_at_once(start_worker, collection) -> None:
+@BOTH_WORKERS
+def test_second_signal_exits_at_once(record, start_worker, collection) -> None:
     queue = MongoQueue(collection, "test", timeout=30)
     queue.put({"sleep": 60})
-    worker = start_worker("record", "--grace", "60", "--timeout", "1")
+    worker = start_worker(record, "--grace", "60", "--timeout", "1")
     wait_for(lambda: _held(collection))
     worker.process.send_signal(signal.SIGTERM)
     wait_for(lambda: "send it again to exit at once" in worker.text)
@@ -174,3 +183,22 @@ def test_next_wait_returns_promptly_after_a_put(run_cli, collection, monkeypatch
     assert result["job"] is not None
     assert result["job"].payload == {"wake": "up"}
     assert result["seconds"] < recheck / 2
+
+
+def test_a_coroutine_handler_runs_on_the_async_worker(start_worker, collection, log) -> None:
+    producer = MongoQueue(collection, "producer")
+    producer.put_many([{"n": n} for n in range(4)])
+    worker = start_worker("arecord", "--burst", "--concurrency", "4")
+    assert worker.wait() == 0, worker.text
+    assert collection.count_documents({}) == 0
+    assert sorted(run["payload"]["n"] for run in log.find({"worker_kind": "async"})) == [0, 1, 2, 3]
+    assert "concurrency 4" in worker.text
+
+    producer.put({"n": "bad"}, max_attempts=1)
+    worker = start_worker("afail", "--burst")
+    assert worker.wait() == 0, worker.text
+    failed = collection.find_one()
+    assert failed["state"] == "failed"
+    assert "in afail" in failed["last_error"]
+    assert "RuntimeError: handler failed on purpose" in failed["last_error"]
+    assert "failed after" in worker.text

@@ -45,3 +45,7 @@ def ledger(job: Job) -> None:
         _write({"ev": "end", "t": time.monotonic(), "outcome": "raised", **base})
         raise RuntimeError(f"job {job.payload['n']} fails by policy")
     _write({"ev": "end", "t": time.monotonic(), "outcome": "returned", **base})
+
+
+async def noop_async(job: Job) -> None:
+    """A coroutine handler (the CLI runs it with AsyncWorker); does nothing."""

@@ -346,7 +346,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_cli_bad_uris(uri, code, message) -> None:
-    commands = (["stats"], ["put", '{"a": 1}'], ["worker", "tests.reliability.handlers:ledger"])
+    commands = (
+        ["stats"],
+        ["put", '{"a": 1}'],
+        ["worker", "tests.reliability.handlers:ledger"],
+        ["worker", "tests.reliability.handlers:noop_async"],
+    )
     for command in commands:
         done = _cli("--uri", uri, "--server-timeout", "0.3", *command)
         assert done.returncode == code, (command, done.stderr)

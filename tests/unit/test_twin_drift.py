@@ -1,7 +1,8 @@
 """The sync and async twins expose the same API: names, parameters, defaults, kinds.
 
-``tests.twins.api_differences`` does the comparison; the first two tests hold
-the real classes to it, the rest show that it catches each kind of drift.
+``tests.twins.api_differences`` does the comparison; the first tests hold the
+real classes to it (the queues, the job handles, the workers), the rest show
+that it catches each kind of drift.
 """
 
 from __future__ import annotations
@@ -9,8 +10,18 @@ from __future__ import annotations
 import pytest
 
 import mongoqueue
-from mongoqueue import AsyncJob, AsyncMongoQueue, Job, MongoQueue
+import mongoqueue.aio_worker
+import mongoqueue.worker
+from mongoqueue import AsyncJob, AsyncMongoQueue, AsyncWorker, Job, MongoQueue, Worker
 from tests.twins import api_differences
+
+#: Where AsyncWorker's API differs from Worker's on purpose. Listed exactly, so a
+#: new difference fails the test and a fixed one has to be removed from here.
+ACCEPTED_WORKER_DIFFERENCES = [
+    # stop() only asks the worker to stop: a signal handler, another thread or sync
+    # code calls it, so it is a plain method on both (AsyncWorker.run is a coroutine).
+    "Worker.stop / AsyncWorker.stop: the async twin is not a coroutine function",
+]
 
 
 @pytest.mark.parametrize(
@@ -20,8 +31,21 @@ def test_twins_have_the_same_api(sync_cls: type, async_cls: type) -> None:
     assert api_differences(sync_cls, async_cls) == []
 
 
+def test_the_workers_have_the_same_api_but_the_accepted_differences() -> None:
+    assert api_differences(Worker, AsyncWorker) == ACCEPTED_WORKER_DIFFERENCES
+
+
+def test_the_worker_modules_share_their_exit_codes() -> None:
+    codes = ("EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_UNAVAILABLE")
+    for name in codes:
+        assert name in mongoqueue.worker.__all__
+        assert name in mongoqueue.aio_worker.__all__
+        assert getattr(mongoqueue.worker, name) == getattr(mongoqueue.aio_worker, name)
+
+
 def test_twins_are_exported() -> None:
-    assert {"AsyncMongoQueue", "AsyncJob", "MongoQueue", "Job"} <= set(mongoqueue.__all__)
+    names = {"AsyncMongoQueue", "AsyncJob", "AsyncWorker", "MongoQueue", "Job", "Worker"}
+    assert names <= set(mongoqueue.__all__)
 
 
 def test_the_comparison_covers_the_whole_api() -> None:
@@ -35,6 +59,7 @@ def test_the_comparison_covers_the_whole_api() -> None:
     assert "__init__" in names
     job_names = _public_names(Job)
     assert {"complete", "error", "progress", "release", "__enter__", "__exit__"} <= job_names
+    assert {"__init__", "run", "stop", "running"} <= _public_names(Worker)
 
 
 # ------------------------------------------------------------------ the helper can fail

@@ -1,0 +1,321 @@
+"""The I/O-free core shared by :class:`Worker` and :class:`AsyncWorker`.
+
+Like :mod:`mongoqueue._core` for the queues: everything a worker *decides*
+lives here (validated settings, exit codes, when a running job is due for a
+heartbeat or past its hard limit, the pause before reconnecting, what a second
+signal does, how a failed settlement is counted, what the observer is told)
+together with every log message, and the two workers only add the concurrency: threads and a
+``threading.Condition`` in :mod:`mongoqueue.worker`, tasks and an
+``asyncio.Event`` in :mod:`mongoqueue.aio_worker`. Nothing here talks to the
+server, sleeps, or starts a thread or a task.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any, Generic, Literal, TypeVar
+
+from .errors import InvalidArgument, InvalidArgumentType, LeaseLost, MongoQueueError
+from .job import JobData
+from .validation import check_positive_int, check_seconds
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "MAX_RECONNECT_SECONDS",
+    "MAX_TICK_SECONDS",
+    "OUTCOMES",
+    "Outcome",
+    "RunningState",
+    "WorkerCore",
+    "is_async_handler",
+]
+
+log = logging.getLogger("mongoqueue.worker")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+#: Longest pause between retries while MongoDB is unreachable (seconds).
+MAX_RECONNECT_SECONDS = 30.0
+
+#: The heartbeat loop wakes at least this often to check hard limits (seconds).
+MAX_TICK_SECONDS = 0.5
+
+#: How a job left a worker's hands, the keys of ``Worker.counts``.
+OUTCOMES = ("completed", "failed", "abandoned", "released", "lost")
+
+Outcome = Literal["completed", "failed", "abandoned", "released", "lost"]
+
+J = TypeVar("J", bound=JobData)
+
+
+def is_async_handler(handler: object) -> bool:
+    """True for a coroutine function (``async def``), a partial of one, or an object
+    whose ``__call__`` is one: the handlers :class:`AsyncWorker` runs."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - the method itself
+    return inspect.iscoroutinefunction(call)
+
+
+class RunningState(Generic[J]):
+    """A job in a worker's hands: its handle, when it started, and who settled it.
+
+    Each job is *settled* once, by whoever comes first: the handler (complete or
+    error), the hard limit (abandon) or shutdown (release).
+    """
+
+    def __init__(self, job: J) -> None:
+        self.job = job
+        self.started = time.monotonic()
+        self.last_beat = self.started
+        self.settled: Outcome | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def due(
+        self, now: float, interval: float, hard_limit: float | None
+    ) -> Literal["abandon", "beat"] | None:
+        """What the heartbeat loop owes this job at ``now`` (a monotonic time)."""
+        if hard_limit is not None and now - self.started >= hard_limit:
+            return "abandon"
+        if now - self.last_beat >= interval:
+            return "beat"
+        return None
+
+    def claim(self, outcome: Outcome) -> bool:
+        """Take the right to settle the job as ``outcome``; False if it is already settled."""
+        if self.settled is not None:
+            return False
+        self.settled = outcome
+        return True
+
+    def settle_failed(self, exc: MongoQueueError) -> None:
+        """Settling raised ``exc``: the job counts as lost (its lease expires; it comes back)."""
+        self.settled = "lost"
+        if isinstance(exc, LeaseLost):
+            log.warning("%s (the job may run again: delivery is at least once)", exc)
+        else:
+            log.error("job %s: %s; it comes back when its lease expires", self.job.id, exc)
+
+
+class WorkerCore:
+    """The validated settings and the counts of a worker (sync or async).
+
+    The subclasses check the queue and handler types, then call this with the
+    queue's ``timeout`` (the default heartbeat is a third of it).
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        concurrency: object,
+        heartbeat: object,
+        hard_limit: object,
+        grace: object,
+        burst: object,
+        idle_wait: object,
+        handle_signals: object,
+        observer: Any,
+    ) -> None:
+        self.concurrency = check_positive_int("concurrency", concurrency)
+        if heartbeat is None:
+            heartbeat = timeout / 3
+        self.heartbeat = check_seconds("heartbeat", heartbeat, allow_zero=False)
+        if self.heartbeat >= timeout:
+            raise InvalidArgument(
+                f"heartbeat ({self.heartbeat}s) must be shorter than the queue's timeout "
+                f"({timeout}s), or leases expire between heartbeats"
+            )
+        self.hard_limit = (
+            None
+            if hard_limit is None
+            else check_seconds("hard_limit", hard_limit, allow_zero=False)
+        )
+        self.grace = check_seconds("grace", grace, allow_zero=True)
+        self.burst = bool(burst)
+        self.idle_wait = check_seconds("idle_wait", idle_wait, allow_zero=False)
+        self.handle_signals = bool(handle_signals)
+        if observer is not None and not callable(observer):
+            raise InvalidArgumentType(
+                "observer must be called as observer(job, outcome, seconds), "
+                f"got {type(observer).__name__}"
+            )
+        self.observer = observer
+        #: Jobs settled by this worker, by outcome: completed, failed, abandoned, released, lost.
+        self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+
+    def _observe(self, running: RunningState[J], outcome: str) -> None:
+        """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""
+        if self.observer is None:
+            return
+        try:
+            self.observer(running.job, outcome, running.elapsed)
+        except Exception:
+            log.exception("the worker's observer failed on job %s", running.job.id)
+
+    @property
+    def _tick(self) -> float:
+        """Seconds between two passes of the heartbeat loop."""
+        return min(self.heartbeat, MAX_TICK_SECONDS)
+
+    def _abandon_message(self, consumer_id: str) -> str:
+        return (
+            f"abandoned: the handler was still running after the hard limit of "
+            f"{self.hard_limit}s (worker {consumer_id})"
+        )
+
+    def _shutdown_grace(self, code: int) -> float:
+        """Running jobs get the grace period after a requested stop, none after a failure."""
+        return self.grace if code == EXIT_OK else 0.0
+
+    @staticmethod
+    def _reconnect_pause(previous: float) -> float:
+        """The next pause while MongoDB is unreachable: 0.5 s, doubling, at most 30 s."""
+        return min(MAX_RECONNECT_SECONDS, previous * 2 or 0.5)
+
+    def _on_signal(self, signum: int, stopping: bool) -> int | None:
+        """Log a SIGTERM/SIGINT; the exit code to leave with at once, or None to stop."""
+        name = signal_name(signum)
+        if stopping:
+            log.warning(
+                "second %s: exiting now; running jobs come back when their leases expire", name
+            )
+            logging.shutdown()
+            return 128 + signum
+        log.info(
+            "%s: stopping; running jobs have %ss to finish (send it again to exit at once)",
+            name,
+            self.grace,
+        )
+        return None
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def describe(kind: str, full_name: str, consumer_id: str, concurrency: int) -> str:
+    return f"<{kind} {full_name} consumer={consumer_id!r} concurrency={concurrency}>"
+
+
+def check_handler(handler: object, want_async: bool) -> None:
+    """The sync worker takes a plain callable, the async one a coroutine function."""
+    if want_async and not is_async_handler(handler):
+        raise InvalidArgumentType(
+            "handler must be a coroutine function (async def) taking an AsyncJob, got "
+            f"{type(handler).__name__}; run a plain function with Worker and a MongoQueue"
+        )
+    if not callable(handler):
+        raise InvalidArgumentType(
+            f"handler must be callable with a Job, got {type(handler).__name__}"
+        )
+    if not want_async and is_async_handler(handler):
+        raise InvalidArgumentType(
+            "handler is a coroutine function: run it with AsyncWorker on an AsyncMongoQueue "
+            "(mongoqueue.aio_worker), or pass a plain function to Worker"
+        )
+
+
+# ------------------------------------------------------------------ log messages
+
+
+def log_started(
+    consumer_id: str, full_name: str, concurrency: int, lease: float, beat: float
+) -> None:
+    log.info(
+        "worker %s started on %s (concurrency %d, lease %ss, heartbeat %ss)",
+        consumer_id,
+        full_name,
+        concurrency,
+        lease,
+        round(beat, 3),
+    )
+
+
+def log_stopped(consumer_id: str, counts: Mapping[str, int]) -> None:
+    log.info("worker %s stopped: %s", consumer_id, dict(counts))
+
+
+def log_cannot_start(exc: Exception) -> None:
+    log.error("cannot start: %s", exc)
+
+
+def log_failure() -> None:
+    """Called in an ``except`` block: logs the traceback."""
+    log.exception("worker failed; releasing its jobs")
+
+
+def log_reconnect(exc: Exception, pause: float) -> None:
+    log.warning("%s; retrying in %.1fs", exc, pause)
+
+
+def log_burst_done() -> None:
+    log.info("burst: the queue is empty")
+
+
+def log_unreleased(job: JobData, exc: MongoQueueError) -> None:
+    log.warning("could not release job %s (it comes back when its lease expires): %s", job.id, exc)
+
+
+def log_job_started(job: JobData) -> None:
+    log.info("job %s started (attempts so far: %d)", job.id, job.attempts)
+
+
+def log_completed(running: RunningState[J]) -> None:
+    log.info("job %s completed in %.2fs", running.job.id, running.elapsed)
+
+
+def log_failed(running: RunningState[J], exc: BaseException) -> None:
+    log.warning(
+        "job %s failed after %.2fs: %s: %s",
+        running.job.id,
+        running.elapsed,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def log_abandoned(running: RunningState[J], message: str) -> None:
+    log.error("job %s: %s; the worker moves on", running.job.id, message)
+
+
+def log_discarded(running: RunningState[J]) -> None:
+    log.warning(
+        "abandoned job %s: its handler returned after %.2fs; result discarded",
+        running.job.id,
+        running.elapsed,
+    )
+
+
+def log_released(running: RunningState[J]) -> None:
+    log.warning("job %s released after the grace period (attempts unchanged)", running.job.id)
+
+
+def log_waiting(grace: float, count: int) -> None:
+    log.info("waiting up to %ss for %d running job(s)", grace, count)
+
+
+def log_heartbeat_failed(running: RunningState[J], exc: MongoQueueError) -> bool:
+    """Log a failed heartbeat; True when the lease is lost (stop beating that job)."""
+    if isinstance(exc, LeaseLost):
+        # The job may run twice (at-least-once); its handler keeps going.
+        log.warning("heartbeat: %s", exc)
+        return True
+    log.warning("heartbeat for job %s failed, will retry: %s", running.job.id, exc)
+    return False

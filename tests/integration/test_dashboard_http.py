@@ -1,0 +1,195 @@
+"""The dashboard over HTTP (Starlette's TestClient): pages, escaping, CSRF, POST-only actions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from mongoqueue import NO_BACKOFF, MongoQueue
+from mongoqueue.dashboard import create_app
+
+XSS = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def queue(collection) -> MongoQueue:
+    return MongoQueue(collection, "worker-1", timeout=30, max_attempts=1, retry=NO_BACKOFF)
+
+
+@pytest.fixture
+def make_client(collection) -> Callable[..., TestClient]:
+    def make(**options: Any) -> TestClient:
+        app = create_app(collection.database, sample_interval=60, **options)
+        return TestClient(app, follow_redirects=False)
+
+    return make
+
+
+def failed_job(queue: MongoQueue, payload: dict[str, Any] | None = None, priority: int = 10) -> Any:
+    job_id = queue.put(payload or {"n": 1}, priority=priority)  # claimed before the others
+    job = queue.next()
+    assert job is not None
+    assert job.id == job_id
+    job.error(f"Traceback (most recent call last):\nValueError: {XSS}")
+    return job_id
+
+
+def csrf(client: TestClient, path: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def test_pages_show_counts_and_jobs(make_client, queue, collection) -> None:
+    queue.put_many([{"n": i} for i in range(3)])
+    queue.put({"n": 9}, delay=600)
+    queue.next()
+    client = make_client()
+    name = collection.name
+    index = client.get("/")
+    assert index.status_code == 200
+    row = re.search(rf'<tr data-queue="{name}">(.*?)</tr>', index.text, re.S).group(1)
+    assert re.findall(r'data-state="(\w+)">(\d+)<', row) == [
+        ("available", "2"), ("delayed", "1"), ("running", "1"), ("expired", "0"),
+        ("failed", "0"), ("total", "4"),
+    ]  # fmt: skip
+    page = client.get(f"/queues/{name}")
+    assert 'data-state="running">1<' in page.text
+    assert "Requeue all failed" not in page.text  # actions are off
+    listing = client.get(f"/queues/{name}/jobs", params={"state": "running"})
+    assert listing.text.count("<tr data-job=") == 1
+    assert "worker-1" in listing.text
+
+
+def test_job_page_shows_everything_escaped(make_client, queue, collection) -> None:
+    job_id = failed_job(queue, {"html": XSS, "img": '<img src=x onerror="alert(1)">'})
+    page = make_client().get(f"/queues/{collection.name}/jobs/{job_id}")
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text
+    assert "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text  # payload and error
+    assert "ValueError:" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "script-src" not in page.headers["content-security-policy"]
+
+
+def test_paging_and_filters(make_client, queue, collection) -> None:
+    queue.put_many([{"n": i} for i in range(30)])
+    queue.put({"n": "keyed"}, priority=5, key="the-key")
+    client = make_client()
+    base = f"/queues/{collection.name}/jobs"
+    first = client.get(base, params={"state": "available"})
+    assert first.text.count("<tr data-job=") == 25
+    assert "page 1 of 2" in first.text
+    assert 'id="next"' in first.text
+    second = client.get(base, params={"state": "available", "page": 2})
+    assert second.text.count("<tr data-job=") == 6
+    assert 'id="next"' not in second.text
+    keyed = client.get(base, params={"state": "all", "key": "the-key"})
+    assert keyed.text.count("<tr data-job=") == 1
+    assert "keyed" in keyed.text
+    assert client.get(base, params={"priority": 5}).text.count("<tr data-job=") == 1
+    assert client.get(base, params={"state": "done"}).status_code == 400
+    assert client.get(base, params={"page": "x"}).status_code == 400
+
+
+def test_unknown_queue_and_job_are_404(make_client, queue, collection) -> None:
+    queue.put({"n": 1})
+    client = make_client()
+    assert client.get("/queues/no_such_collection").status_code == 404
+    missing = client.get(f"/queues/{collection.name}/jobs/000000000000000000000000")
+    assert missing.status_code == 404
+
+
+def test_actions_off_refuse_every_post(make_client, queue, collection) -> None:
+    job_id = failed_job(queue)
+    client = make_client()
+    name = collection.name
+    page = client.get(f"/queues/{name}/jobs/{job_id}")
+    assert "<form" not in page.text.replace('<form method="get"', "")
+    for path in (
+        f"/queues/{name}/requeue-failed",
+        f"/queues/{name}/purge-failed",
+        f"/queues/{name}/jobs/{job_id}/requeue",
+        f"/queues/{name}/jobs/{job_id}/cancel",
+    ):
+        refused = client.post(path, data={"csrf": "anything"})
+        assert refused.status_code == 403, path
+        assert "--allow-actions" in refused.text
+    assert collection.find_one({"_id": job_id})["state"] == "failed"
+
+
+def test_actions_are_post_only_and_need_the_session_token(make_client, queue, collection):
+    job_id = failed_job(queue)
+    client = make_client(allow_actions=True)
+    name = collection.name
+    path = f"/queues/{name}/jobs/{job_id}/requeue"
+    token = csrf(client, f"/queues/{name}/jobs/{job_id}")
+    assert client.get(path).status_code == 405
+    assert client.post(path).status_code == 403  # no token
+    assert client.post(path, data={"csrf": token + "x"}).status_code == 403
+    other_session = make_client(allow_actions=True)
+    assert other_session.post(path, data={"csrf": token}).status_code == 403
+    cross = client.post(path, data={"csrf": token}, headers={"origin": "http://evil.example"})
+    assert cross.status_code == 403
+    assert collection.find_one({"_id": job_id})["state"] == "failed"  # nothing changed
+    done = client.post(path, data={"csrf": token, "back": "https://evil.example/"})
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/queues/{name}"  # not an open redirect
+    assert collection.find_one({"_id": job_id})["state"] == "ready"
+    assert "requeued job" in client.get(f"/queues/{name}").text  # the flash message
+
+
+def test_each_action_changes_only_its_state(make_client, queue, collection) -> None:
+    failed_ids = [failed_job(queue, {"n": n}) for n in range(2)]
+    waiting = queue.put({"n": "waiting"})
+    running_id = queue.put({"n": "running"}, priority=1)
+    running = queue.next()
+    assert running.id == running_id
+    client = make_client(allow_actions=True)
+    name = collection.name
+    token = csrf(client, f"/queues/{name}")
+
+    def post(path: str) -> None:
+        assert client.post(f"/queues/{name}{path}", data={"csrf": token}).status_code == 303
+
+    post(f"/jobs/{waiting}/requeue")  # not failed: unchanged
+    post(f"/jobs/{running_id}/cancel")  # held: unchanged
+    post(f"/jobs/{failed_ids[0]}/cancel")  # failed: unchanged
+    assert collection.count_documents({}) == 4
+    assert "not cancelled" in client.get(f"/queues/{name}").text
+    post(f"/jobs/{waiting}/cancel")
+    assert collection.find_one({"_id": waiting}) is None
+    post(f"/jobs/{failed_ids[0]}/requeue")
+    post("/purge-failed")  # deletes the one still failed
+    assert {d["_id"] for d in collection.find()} == {failed_ids[0], running_id}
+    failed_job_id = failed_job(queue, {"n": "again"}, priority=20)
+    post("/requeue-failed")
+    assert collection.find_one({"_id": failed_job_id})["state"] == "ready"
+    running.complete()
+
+
+def test_throughput_chart_from_samples(make_client, queue, collection) -> None:
+    client = make_client()
+    dash = client.app.state.dashboard
+    queue.put_many([{"n": i} for i in range(4)])
+    dash.sampler.sample_once()
+    for _ in range(3):
+        queue.next().complete()
+    dash.sampler.sample_once()
+    page = client.get(f"/queues/{collection.name}").text
+    assert "<title>3 completed in" in page
+    assert page.count("<polyline") == 4
+
+
+def test_metrics_endpoint(make_client, queue, collection) -> None:
+    queue.put({"n": 1})
+    text = make_client().get("/metrics").text
+    full = collection.full_name
+    assert f'mongoqueue_jobs{{queue="{full}",state="available"}} 1.0' in text
