@@ -132,6 +132,25 @@ def _check_value(value: object, path: str) -> None:
             _check_value(item, f"{path}[{i}]")
 
 
+#: Deepest payload accepted: MongoDB refuses documents nested more than 100 levels,
+#: and the job document wraps the payload in one more.
+MAX_PAYLOAD_DEPTH = 98
+
+
+def _too_deep(payload: Mapping[str, Any]) -> bool:
+    """True if documents and arrays nest more than MAX_PAYLOAD_DEPTH levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            return True
+        children = value.values() if isinstance(value, Mapping) else value
+        for child in children:
+            if isinstance(child, (Mapping, list, tuple)) and not isinstance(child, RawBSONDocument):
+                stack.append((child, depth + 1))
+    return False
+
+
 def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
     """Validate ``payload`` and return an immutable BSON snapshot of it.
 
@@ -160,6 +179,11 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         raise InvalidPayload("payload is nested too deeply to store") from exc
     except OverflowError as exc:
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
+    if not isinstance(payload, RawBSONDocument) and _too_deep(payload):
+        raise InvalidPayload(
+            f"payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep; MongoDB stores "
+            "documents up to 100 levels (the job document adds one): flatten it"
+        )
     limit = max_document_bytes - METADATA_ALLOWANCE
     if len(data) > limit:
         raise PayloadTooLarge(

@@ -38,3 +38,22 @@ def test_long_error_messages_keep_their_start_and_end() -> None:
     assert "short message" in str(core._error_update("short message"))
     with pytest.raises(InvalidArgument, match="count must fit"):
         core._progress_update(2**64)
+
+
+def test_payloads_nested_past_mongodb_limit_are_refused() -> None:
+    from mongoqueue import InvalidPayload
+    from mongoqueue.validation import MAX_PAYLOAD_DEPTH, encode_payload
+
+    def nested(depth: int) -> dict[str, object]:
+        doc: dict[str, object] = {"leaf": 1}
+        for _ in range(depth - 1):
+            doc = {"d": doc}
+        return doc
+
+    encode_payload(nested(MAX_PAYLOAD_DEPTH), 16 * 1024 * 1024)
+    encode_payload({"a": [[[1]]] * 3}, 16 * 1024 * 1024)
+    for depth in (MAX_PAYLOAD_DEPTH + 1, 181, 900):
+        with pytest.raises(InvalidPayload, match="nested more than 98 levels"):
+            encode_payload(nested(depth), 16 * 1024 * 1024)
+    with pytest.raises(InvalidPayload, match="nested more than"):
+        encode_payload({"a": nested(MAX_PAYLOAD_DEPTH)}, 16 * 1024 * 1024)
