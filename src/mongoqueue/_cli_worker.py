@@ -80,9 +80,12 @@ async def _run_async(
     metrics_port: int | None,
     metrics_host: str,
 ) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.uri, **settings.client_options
-    )
+    try:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.uri, **settings.client_options
+        )
+    except ValueError as exc:  # pymongo raises a bare ValueError for some URIs
+        raise InvalidArgument(f"invalid connection settings: {exc}") from exc
     stop_metrics = None
     try:
         collection = client[settings.db][settings.collection]

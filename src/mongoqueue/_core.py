@@ -31,6 +31,8 @@ from .job import JobData, finished_handle_message, lease_lost_message
 from .retry import RetryPolicy
 from .validation import (
     DEFAULT_MAX_DOCUMENT_BYTES,
+    INT64_MAX,
+    INT64_MIN,
     check_consumer_id,
     check_delay,
     check_key,
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "KEY_RETRIES",
     "MAX_BATCH",
+    "MAX_ERROR_CHARS",
     "MAX_EXPIRIES_PER_CLAIM",
     "QueueConfig",
     "QueueCore",
@@ -59,6 +62,10 @@ MAX_EXPIRIES_PER_CLAIM = 100
 
 #: Largest batch ``next_batch`` claims at once.
 MAX_BATCH = 10_000
+
+#: Longest error message stored with a job (``error()``); longer ones keep their
+#: first and last halves, so a traceback's final line survives.
+MAX_ERROR_CHARS = 64 * 1024
 
 #: How many times ``put(key=...)`` retries when the job holding the key finished
 #: between its insert and its lookup.
@@ -234,7 +241,7 @@ class QueueCore:
 
     @staticmethod
     def _check_payloads(payloads: object) -> Iterable[Any]:
-        if isinstance(payloads, Mapping) or not isinstance(payloads, Iterable):
+        if isinstance(payloads, (Mapping, str, bytes)) or not isinstance(payloads, Iterable):
             raise InvalidArgumentType(
                 "payloads must be an iterable of mappings (for example a list of dicts)"
             )
@@ -335,6 +342,12 @@ class QueueCore:
     def _error_update(self, message: object) -> list[dict[str, Any]]:
         if message is not None and not isinstance(message, str):
             message = str(message)
+        if message is not None and len(message) > MAX_ERROR_CHARS:
+            # A huge message would push the job past the document size limit and
+            # the failure could not be recorded; keep its start and its end.
+            half = MAX_ERROR_CHARS // 2
+            cut = len(message) - 2 * half
+            message = f"{message[:half]}\n[... {cut} characters cut ...]\n{message[-half:]}"
         return ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter())
 
     def _heartbeat_update(self) -> list[dict[str, Any]]:
@@ -343,6 +356,8 @@ class QueueCore:
     def _progress_update(self, count: object) -> list[dict[str, Any]]:
         if isinstance(count, bool) or not isinstance(count, int):
             raise InvalidArgumentType(f"count must be an int, got {type(count).__name__}")
+        if not INT64_MIN <= count <= INT64_MAX:
+            raise InvalidArgument(f"count must fit in a signed 64-bit integer, got {count}")
         return ops.progress_update(count, self._config.lease_ms)
 
     # ------------------------------------------------------------------ inspection

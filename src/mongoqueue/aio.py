@@ -295,7 +295,7 @@ class AsyncMongoQueue(QueueCore):
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
         with driver_errors():
-            doc = await self.collection.find_one({"_id": job_id})
+            doc = await self.collection.find_one(ops.by_id(job_id))
         return None if doc is None else self._snapshot(AsyncJob(self, doc))
 
     async def failed(self, limit: int | None = None) -> list[AsyncJob]:

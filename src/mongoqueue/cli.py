@@ -94,7 +94,10 @@ class Settings:
 
     def client(self) -> MongoClient[dict[str, Any]]:
         if self._client is None:
-            self._client = MongoClient(self.uri, **self.client_options)
+            try:
+                self._client = MongoClient(self.uri, **self.client_options)
+            except ValueError as exc:  # pymongo raises a bare ValueError for some URIs
+                raise BadArgument(f"invalid connection settings: {exc}") from exc
         return self._client
 
     @staticmethod
@@ -145,6 +148,8 @@ class _Group(click.Group):
             raise BadArgument(str(exc)) from exc
         except pymongo.errors.ConfigurationError as exc:
             raise BadArgument(f"invalid connection settings: {exc}") from exc
+        except pymongo.errors.InvalidName as exc:
+            raise BadArgument(f"invalid database or collection name: {exc}") from exc
         except (MongoQueueError, pymongo.errors.PyMongoError) as exc:
             raise OperationFailed(str(exc)) from exc
 

@@ -13,7 +13,8 @@ Hierarchy::
     └── QueueUnavailable                       the server could not be reached
 
 Driver errors that a user should not need to know about (connection failures,
-index conflicts) are re-raised as ours with ``raise ... from exc``.
+index conflicts, a collection name the server rejects) are re-raised as ours
+with ``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class QueueUnavailable(MongoQueueError):
     """The MongoDB server could not be reached (network error or timeout)."""
 
 
+#: The server's error code for a database or collection name it does not accept.
+INVALID_NAMESPACE = 73
+
+
 @contextmanager
 def driver_errors() -> Iterator[None]:
     """Re-raise the driver errors a user should not need to know as ours.
@@ -88,6 +93,14 @@ def driver_errors() -> Iterator[None]:
     except pymongo.errors.DocumentTooLarge as exc:
         raise PayloadTooLarge(
             f"the job document exceeds the server's maximum document size: {exc}"
+        ) from exc
+    except pymongo.errors.OperationFailure as exc:
+        if exc.code != INVALID_NAMESPACE:
+            raise
+        reason = (exc.details or {}).get("errmsg") or str(exc)
+        raise InvalidArgument(
+            f"MongoDB rejects the queue's database or collection name: {reason}; "
+            "choose another name (not 'system.*', at most 255 bytes with the database's)"
         ) from exc
     except pymongo.errors.ConnectionFailure as exc:
         raise QueueUnavailable(

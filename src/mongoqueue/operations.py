@@ -386,8 +386,13 @@ def expire_update(queue_max: int, policy: RetryPolicy, jitter: float) -> Pipelin
     return [{"$set": first}, {"$set": second}]
 
 
+def by_id(job_id: Any) -> Doc:
+    """The job whose ``_id`` equals ``job_id`` (``$eq``: an id is never read as operators)."""
+    return {"_id": {"$eq": job_id}}
+
+
 def failed_filter(job_id: Any = None) -> Doc:
-    return {"state": FAILED} if job_id is None else {"state": FAILED, "_id": job_id}
+    return {"state": FAILED} if job_id is None else {"state": FAILED, **by_id(job_id)}
 
 
 def requeue_filter(job_id: Any = None) -> Doc:

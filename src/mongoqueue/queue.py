@@ -304,7 +304,7 @@ class MongoQueue(QueueCore):
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
         with driver_errors():
-            doc = self.collection.find_one({"_id": job_id})
+            doc = self.collection.find_one(ops.by_id(job_id))
         return None if doc is None else self._snapshot(Job(self, doc))
 
     def failed(self, limit: int | None = None) -> list[Job]:

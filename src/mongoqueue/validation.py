@@ -21,6 +21,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Room kept for the queue's own fields next to the payload in one document.
 METADATA_ALLOWANCE = 2048
 
+#: Longest duration accepted (100 years): a lease, delay or backoff added to the
+#: server's time must stay a date that MongoDB and Python can both represent.
+MAX_SECONDS = 100 * 365 * 24 * 3600
 #: MongoDB's maximum document size, used until the server reports its own.
 DEFAULT_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
@@ -39,6 +42,10 @@ def check_seconds(name: str, value: object, *, allow_zero: bool) -> float:
     if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidArgument(f"{name} must be {bound} seconds, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidArgument(
+            f"{name} must be at most {MAX_SECONDS} seconds (100 years), got {value!r}"
+        )
     return seconds
 
 
@@ -47,6 +54,8 @@ def check_positive_int(name: str, value: object) -> int:
         raise InvalidArgumentType(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise InvalidArgument(f"{name} must be >= 1, got {value!r}")
+    if value > INT64_MAX:
+        raise InvalidArgument(f"{name} must fit in a signed 64-bit integer, got {value}")
     return value
 
 
@@ -123,6 +132,25 @@ def _check_value(value: object, path: str) -> None:
             _check_value(item, f"{path}[{i}]")
 
 
+#: Deepest payload accepted: MongoDB refuses documents nested more than 100 levels,
+#: and the job document wraps the payload in one more.
+MAX_PAYLOAD_DEPTH = 98
+
+
+def _too_deep(payload: Mapping[str, Any]) -> bool:
+    """True if documents and arrays nest more than MAX_PAYLOAD_DEPTH levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            return True
+        children = value.values() if isinstance(value, Mapping) else value
+        for child in children:
+            if isinstance(child, (Mapping, list, tuple)) and not isinstance(child, RawBSONDocument):
+                stack.append((child, depth + 1))
+    return False
+
+
 def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
     """Validate ``payload`` and return an immutable BSON snapshot of it.
 
@@ -151,6 +179,11 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         raise InvalidPayload("payload is nested too deeply to store") from exc
     except OverflowError as exc:
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
+    if not isinstance(payload, RawBSONDocument) and _too_deep(payload):
+        raise InvalidPayload(
+            f"payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep; MongoDB stores "
+            "documents up to 100 levels (the job document adds one): flatten it"
+        )
     limit = max_document_bytes - METADATA_ALLOWANCE
     if len(data) > limit:
         raise PayloadTooLarge(
