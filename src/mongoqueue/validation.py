@@ -137,8 +137,15 @@ def _check_value(value: object, path: str) -> None:
 MAX_PAYLOAD_DEPTH = 98
 
 
-def _too_deep(payload: Mapping[str, Any]) -> bool:
+#: Each nesting level takes at least 7 bytes of BSON (type, empty key, size, end), so
+#: an encoded payload shorter than this cannot be nested too deeply.
+_SHALLOW_BELOW_BYTES = 7 * MAX_PAYLOAD_DEPTH + 5
+
+
+def _too_deep(payload: Mapping[str, Any], encoded_size: int) -> bool:
     """True if documents and arrays nest more than MAX_PAYLOAD_DEPTH levels (no recursion)."""
+    if encoded_size < _SHALLOW_BELOW_BYTES:
+        return False  # the common case: no walk at all
     stack: list[tuple[Any, int]] = [(payload, 1)]
     while stack:
         value, depth = stack.pop()
@@ -179,7 +186,7 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         raise InvalidPayload("payload is nested too deeply to store") from exc
     except OverflowError as exc:
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
-    if not isinstance(payload, RawBSONDocument) and _too_deep(payload):
+    if not isinstance(payload, RawBSONDocument) and _too_deep(payload, len(data)):
         raise InvalidPayload(
             f"payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep; MongoDB stores "
             "documents up to 100 levels (the job document adds one): flatten it"

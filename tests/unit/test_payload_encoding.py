@@ -62,3 +62,20 @@ def test_raw_documents_are_stored_as_given() -> None:
     assert encode(raw).raw == raw.raw
     nested = {"inner": RawBSONDocument(bson.encode({"$x": 1}))}
     assert bson.decode(encode(nested).raw) == {"inner": {"$x": 1}}
+
+
+def test_depth_limit_holds_for_the_smallest_encodings() -> None:
+    """The size shortcut never lets a too-deep payload through: empty keys, no values."""
+    from mongoqueue.validation import MAX_PAYLOAD_DEPTH
+
+    def nested(levels: int) -> dict[str, object]:
+        doc: dict[str, object] = {}
+        for _ in range(levels - 1):
+            doc = {"": doc}
+        return doc
+
+    encode(nested(MAX_PAYLOAD_DEPTH))
+    with pytest.raises(InvalidPayload, match="nested more than 98 levels"):
+        encode(nested(MAX_PAYLOAD_DEPTH + 1))
+    with pytest.raises(InvalidPayload, match="nested more than 98 levels"):
+        encode({"a": [[nested(MAX_PAYLOAD_DEPTH - 2)]]})
