@@ -38,7 +38,7 @@ class Deadline:
 
 @dataclass
 class PollBackoff:
-    """Capped exponential intervals for polling, restarted by ``reset()``."""
+    """Capped exponential intervals for polling (one instance per wait)."""
 
     first: float = POLL_FIRST_SECONDS
     cap: float = POLL_MAX_SECONDS
@@ -48,6 +48,3 @@ class PollBackoff:
         interval = self._next or self.first
         self._next = min(self.cap, interval * 2)
         return min(interval, remaining)
-
-    def reset(self) -> None:
-        self._next = 0.0

@@ -74,5 +74,3 @@ def test_poll_backoff_is_capped_and_bounded_by_the_deadline() -> None:
     backoff = PollBackoff(first=0.05, cap=0.4)
     assert [backoff.next_interval(10) for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
     assert backoff.next_interval(0.01) == 0.01
-    backoff.reset()
-    assert backoff.next_interval(10) == 0.05
