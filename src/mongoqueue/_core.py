@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import pymongo.errors
 from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.collection import Collection
 
 from . import operations as ops
 from .clock import ServerClock
@@ -122,6 +124,17 @@ def check_collection(collection: object, expected: type, twin: type, queue_name:
         f"collection must be a pymongo {expected.__name__} (for example "
         f"{client}(uri).mydb.jobs), got {type(collection).__name__}{hint}"
     )
+
+
+def check_queue_collection(collection: object, queue_name: str) -> None:
+    """:func:`check_collection` for ``"MongoQueue"`` or ``"AsyncMongoQueue"``.
+
+    The generated sync twin and its async source name only their own collection class.
+    """
+    if queue_name == "AsyncMongoQueue":
+        check_collection(collection, AsyncCollection, Collection, queue_name)
+    else:
+        check_collection(collection, Collection, AsyncCollection, queue_name)
 
 
 class EventCounts:

@@ -1,11 +1,14 @@
 """AsyncMongoQueue and AsyncJob: the asyncio twins of MongoQueue and Job.
 
 They run on pymongo's native asyncio client (``pymongo.AsyncMongoClient``,
-pymongo 4.9+); no threads, no Motor. Each method mirrors its sync twin line for
-line: the decisions (validation, documents, replies, errors) come from the
-shared core in :mod:`mongoqueue._core` and :mod:`mongoqueue.operations`, and
-only the server calls differ (``await``). A test compares the public names
-and signatures of the twins so they cannot drift apart.
+pymongo 4.9+); no threads, no Motor. This module is the single source of both
+twins: ``scripts/synchro`` generates :mod:`mongoqueue.queue` (MongoQueue, Job)
+from it by token replacement (``async def`` -> ``def``, ``await`` dropped,
+``AsyncMongoQueue`` -> ``MongoQueue``, ...; the rules are in that script), so
+edit this file, then run ``scripts/synchro``. The decisions (validation,
+documents, replies, errors) come from the shared core in :mod:`mongoqueue._core`
+and :mod:`mongoqueue.operations`. Docstrings here are written to read right in
+both twins; a fully qualified ``mongoqueue.AsyncX`` name is left as it is.
 
 A claim whose task is cancelled after the server applied it keeps the job held
 until its lease expires, exactly like a consumer that crashed.
@@ -23,15 +26,16 @@ from typing import Any, NoReturn
 import pymongo.errors
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.collection import Collection
 
 from . import operations as ops
 from ._core import (
     DEFAULT_RETRY,
     KEY_RETRIES,
+    MAX_BATCH,
     MAX_EXPIRIES_PER_CLAIM,
+    QueueConfig,
     QueueCore,
-    check_collection,
+    check_queue_collection,
 )
 from .errors import MongoQueueError, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure
@@ -44,16 +48,28 @@ from .waiting import (
     PollBackoff,
 )
 
-__all__ = ["AsyncJob", "AsyncMongoQueue"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "MAX_BATCH",
+    "MAX_EXPIRIES_PER_CLAIM",
+    "AsyncJob",
+    "AsyncMongoQueue",
+    "QueueConfig",
+]
 
 
 class AsyncMongoQueue(QueueCore):
-    """A job queue in one MongoDB collection, for asyncio.
+    """A job queue in one MongoDB collection.
 
-    ``AsyncMongoQueue(AsyncMongoClient(uri).mydb.jobs, consumer_id, timeout=300,
-    max_attempts=3)``: the same settings, methods, semantics and errors as
-    :class:`~mongoqueue.MongoQueue`, with every method a coroutine. Sync and
-    async consumers may share one collection.
+    ``AsyncMongoQueue(collection, consumer_id, timeout=300, max_attempts=3)``:
+    ``timeout`` is the lease in seconds: how long a consumer may hold a job
+    without ``progress()`` before the job is delivered again. A job that fails
+    ``max_attempts`` times (errors or expired leases) is *failed* and kept until
+    requeued or purged. ``retry`` sets the backoff between deliveries.
+    :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
+    (on pymongo's asyncio client, every method a coroutine) are twins with the
+    same settings, methods, semantics and errors; sync and async consumers may
+    share one collection.
     """
 
     def __init__(
@@ -65,7 +81,7 @@ class AsyncMongoQueue(QueueCore):
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        check_collection(collection, AsyncCollection, Collection, "AsyncMongoQueue")
+        check_queue_collection(collection, "AsyncMongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
         self.collection = collection
 
@@ -112,7 +128,13 @@ class AsyncMongoQueue(QueueCore):
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> Any:
-        """Add a job and return its id (see :meth:`MongoQueue.put`)."""
+        """Add a job and return its id.
+
+        ``delay`` (seconds or timedelta) or ``run_at`` (timezone-aware datetime)
+        hold the job back until then. With ``key``, while a job with that key is
+        waiting or running no second one is created and its id is returned.
+        ``max_attempts`` and ``retry`` override the queue's settings for this job.
+        """
         now = await self._now()
         doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, now)
         await self._ensure_ready()
@@ -142,7 +164,11 @@ class AsyncMongoQueue(QueueCore):
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> list[Any]:
-        """Add many jobs in one ordered batch; return their ids (see ``MongoQueue.put_many``)."""
+        """Add many jobs in as few round trips as the driver allows; return their ids.
+
+        Every payload is checked first: a bad one fails the call before anything
+        is written. Jobs keep the order of ``payloads`` (first in, first out).
+        """
         payloads = self._check_payloads(payloads)
         now = await self._now()
         docs = self._new_jobs(payloads, priority, delay, run_at, max_attempts, retry, now)
@@ -157,7 +183,11 @@ class AsyncMongoQueue(QueueCore):
     # ------------------------------------------------------------------ claim
 
     async def _claim(self) -> AsyncJob | None:
-        """One claim: the best claimable job, or None (see ``MongoQueue._claim``)."""
+        """One claim: the best claimable job, or None.
+
+        The claim is served by ``ops.CLAIM_INDEX`` (equality on state, then the
+        sort, then the visible_at range): see that index's comment.
+        """
         await self._ensure_ready()
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
@@ -177,10 +207,12 @@ class AsyncMongoQueue(QueueCore):
         return None
 
     async def next(self, wait: float | None = None) -> AsyncJob | None:
-        """Claim the next job, or None; with ``wait`` (seconds), wait for one that long.
+        """Claim the next job: highest priority first, then first in first out.
 
-        Waiting suspends only this task: a change stream wakes it where the
-        server has them, else it polls (see :meth:`MongoQueue.next`).
+        Returns None when no job is available. With ``wait`` (seconds), waits
+        until a job becomes available or the time is up (the asyncio twin suspends
+        only its task): woken by a change stream where the server has them, else
+        by polling.
         """
         deadline = self._wait_deadline(wait)
         job = await self._claim()
@@ -285,7 +317,12 @@ class AsyncMongoQueue(QueueCore):
             return await self.collection.count_documents(ops.size_filter())
 
     async def stats(self) -> dict[str, int]:
-        """Counts by state, from one aggregation (see :meth:`MongoQueue.stats`)."""
+        """Counts by state, from one aggregation.
+
+        ``available`` (claimable now), ``delayed`` (waiting for their time or a
+        backoff), ``locked`` (held; ``expired`` of them past their lease),
+        ``failed`` (also as ``errors``, the original's name) and ``total``.
+        """
         now = await self._now()
         with driver_errors():
             cursor = await self.collection.aggregate(ops.stats_pipeline(now))
@@ -310,7 +347,11 @@ class AsyncMongoQueue(QueueCore):
     # ------------------------------------------------------------------ maintenance
 
     async def repair(self) -> int:
-        """Free every expired lease at once (each counts as a failed delivery)."""
+        """Free every expired lease at once (each counts as a failed delivery).
+
+        ``next()`` reclaims expired leases by itself; this is a bulk clean-up.
+        Returns how many leases were freed.
+        """
         await self._ensure_ready()
         now = await self._now()
         with driver_errors():
@@ -323,8 +364,10 @@ class AsyncMongoQueue(QueueCore):
     async def requeue(self, job: AsyncJob | Any = None) -> int:
         """Put failed jobs back in the queue with their attempts reset.
 
-        ``job`` is a job handle or a job id; with no argument every failed job
-        is requeued (see :meth:`MongoQueue.requeue`).
+        ``job`` is a job handle (:class:`AsyncJob`) or a job id; with no argument
+        every failed job is requeued. Returns how many were requeued. A failed job
+        whose key is used by a waiting or running job stays failed
+        (``DuplicateKeyConflict`` when one job was named).
         """
         job_id = self._requeue_target(job)
         await self._ensure_ready()
@@ -357,7 +400,12 @@ class AsyncMongoQueue(QueueCore):
             return count
 
     async def cancel(self, job: AsyncJob | Any) -> bool:
-        """Delete a job that is waiting (not held); True if it was (see ``MongoQueue.cancel``)."""
+        """Delete a job that is waiting (due or delayed, not held); True if it was.
+
+        ``job`` is a job handle (:class:`AsyncJob`) or a job id. A running or failed
+        job is left alone: the delete is filtered on the waiting state, so it
+        cannot race a claim.
+        """
         job_id = self._cancel_target(job)
         with driver_errors():
             result = await self.collection.delete_one(ops.cancel_filter(job_id))
@@ -380,11 +428,13 @@ class AsyncMongoQueue(QueueCore):
 
 
 class AsyncJob(JobData):
-    """A job claimed from an :class:`AsyncMongoQueue` (the twin of :class:`~mongoqueue.Job`).
+    """A job handle, claimed with :meth:`AsyncMongoQueue.next`.
 
-    ``async with job as data`` yields the job document, completes the job when
-    the block succeeds, stores the traceback as the job's error when it raises
-    (the exception propagates), and releases the job when the task is cancelled.
+    As a context manager (``async with job as data``) it yields the job document
+    (``data["payload"]``), completes the job when the block succeeds, and stores
+    the traceback as the job's error when it raises (the exception propagates).
+    Anything but an ``Exception`` (KeyboardInterrupt, a cancelled task) releases
+    the job. :class:`~mongoqueue.Job` and :class:`~mongoqueue.AsyncJob` are twins.
     """
 
     __slots__ = ("_queue",)
@@ -412,7 +462,7 @@ class AsyncJob(JobData):
     async def heartbeat(self) -> None:
         """Extend the lease by the queue's timeout from now, keeping the progress count.
 
-        An async worker calls it while a handler runs; raises ``LeaseLost`` if the
+        The worker calls it while a handler runs; raises ``LeaseLost`` if the
         lease was already lost.
         """
         await self._queue._heartbeat(self)

@@ -17,11 +17,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import MongoQueueError
 
 if TYPE_CHECKING:
-    from .queue import MongoQueue
+    from .queue import Job
 
 __all__ = ["Job", "JobData"]
 
 log = logging.getLogger("mongoqueue")
+
+
+def __getattr__(name: str) -> Any:
+    # Job is defined in the generated mongoqueue.queue (see scripts/synchro), which
+    # imports this module: import it on first use so ``mongoqueue.job.Job`` keeps working.
+    if name == "Job":
+        from .queue import Job
+
+        return Job
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _utc(value: Any) -> datetime | None:
@@ -170,67 +180,3 @@ def exit_outcome(
 
 def log_unrecorded_failure(job: JobData, error: MongoQueueError) -> None:
     log.warning("could not record the failure of job %s: %s", job.id, error)
-
-
-class Job(JobData):
-    """A job claimed from a :class:`~mongoqueue.MongoQueue`.
-
-    As a context manager it yields the job document (``data["payload"]``),
-    completes the job when the block succeeds, and stores the traceback as the
-    job's error when it raises (the exception propagates).
-    """
-
-    __slots__ = ("_queue",)
-
-    def __init__(self, queue: MongoQueue, data: Mapping[str, Any]) -> None:
-        super().__init__(data)
-        self._queue = queue
-
-    @property
-    def queue(self) -> MongoQueue:
-        return self._queue
-
-    def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        self._queue._complete(self)
-
-    def error(self, message: str | None = None) -> None:
-        """Record a failed attempt; the job is retried after a backoff, or fails."""
-        self._queue._error(self, message)
-
-    def progress(self, count: int = 0) -> None:
-        """Store ``count`` and extend the lease by the queue's timeout from now."""
-        self._queue._progress(self, count)
-
-    def heartbeat(self) -> None:
-        """Extend the lease by the queue's timeout from now, keeping the progress count.
-
-        The worker calls it while a handler runs; raises ``LeaseLost`` if the
-        lease was already lost.
-        """
-        self._queue._heartbeat(self)
-
-    def release(self) -> None:
-        """Put the job back in the queue at once; its attempts are unchanged."""
-        self._queue._release(self)
-
-    def __enter__(self) -> dict[str, Any]:
-        return self.data
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        outcome, message = exit_outcome(exc_type, exc, tb)
-        if outcome == "complete":
-            self.complete()
-            return
-        try:
-            if outcome == "error":
-                self.error(message)
-            else:
-                self.release()
-        except MongoQueueError as inner:
-            log_unrecorded_failure(self, inner)

@@ -1,8 +1,12 @@
-"""MongoQueue: the synchronous queue on a pymongo ``Collection``.
+# GENERATED FILE: made by scripts/synchro from src/mongoqueue/aio.py. Do not edit it:
+# edit src/mongoqueue/aio.py, then run `.venv/bin/python scripts/synchro`.
+"""MongoQueue and Job: the synchronous queue on a ``Collection``.
 
 Each public method validates its input, then sends the documents that
 :mod:`mongoqueue.operations` builds. Every state change of a job is one atomic
 server operation; see that module for the storage contract.
+
+Generated from :mod:`mongoqueue.aio`, its asyncio twin, by ``scripts/synchro``.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any, NoReturn
 
 import pymongo.errors
 from pymongo import ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
 from . import operations as ops
@@ -25,10 +29,10 @@ from ._core import (
     MAX_EXPIRIES_PER_CLAIM,
     QueueConfig,
     QueueCore,
-    check_collection,
+    check_queue_collection,
 )
-from .errors import driver_errors
-from .job import Job
+from .errors import MongoQueueError, driver_errors
+from .job import JobData, exit_outcome, log_unrecorded_failure
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
@@ -38,7 +42,14 @@ from .waiting import (
     PollBackoff,
 )
 
-__all__ = ["DEFAULT_RETRY", "MAX_BATCH", "MAX_EXPIRIES_PER_CLAIM", "MongoQueue", "QueueConfig"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "MAX_BATCH",
+    "MAX_EXPIRIES_PER_CLAIM",
+    "Job",
+    "MongoQueue",
+    "QueueConfig",
+]
 
 
 class MongoQueue(QueueCore):
@@ -49,7 +60,10 @@ class MongoQueue(QueueCore):
     without ``progress()`` before the job is delivered again. A job that fails
     ``max_attempts`` times (errors or expired leases) is *failed* and kept until
     requeued or purged. ``retry`` sets the backoff between deliveries.
-    :class:`~mongoqueue.AsyncMongoQueue` is its asyncio twin.
+    :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
+    (on pymongo's asyncio client, every method a coroutine) are twins with the
+    same settings, methods, semantics and errors; sync and async consumers may
+    share one collection.
     """
 
     def __init__(
@@ -61,7 +75,7 @@ class MongoQueue(QueueCore):
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        check_collection(collection, Collection, AsyncCollection, "MongoQueue")
+        check_queue_collection(collection, "MongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
         self.collection = collection
 
@@ -115,7 +129,8 @@ class MongoQueue(QueueCore):
         waiting or running no second one is created and its id is returned.
         ``max_attempts`` and ``retry`` override the queue's settings for this job.
         """
-        doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, self._now())
+        now = self._now()
+        doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, now)
         self._ensure_ready()
         with driver_errors():
             for _ in range(KEY_RETRIES):
@@ -147,7 +162,8 @@ class MongoQueue(QueueCore):
         is written. Jobs keep the order of ``payloads`` (first in, first out).
         """
         payloads = self._check_payloads(payloads)
-        docs = self._new_jobs(payloads, priority, delay, run_at, max_attempts, retry, self._now())
+        now = self._now()
+        docs = self._new_jobs(payloads, priority, delay, run_at, max_attempts, retry, now)
         if not docs:
             return []
         self._ensure_ready()
@@ -185,9 +201,10 @@ class MongoQueue(QueueCore):
     def next(self, wait: float | None = None) -> Job | None:
         """Claim the next job: highest priority first, then first in first out.
 
-        Returns None when no job is available. With ``wait`` (seconds), blocks
-        until a job becomes available or the time is up: woken by a change
-        stream where the server has them, else by polling.
+        Returns None when no job is available. With ``wait`` (seconds), waits
+        until a job becomes available or the time is up (the asyncio twin suspends
+        only its task): woken by a change stream where the server has them, else
+        by polling.
         """
         deadline = self._wait_deadline(wait)
         job = self._claim()
@@ -203,9 +220,10 @@ class MongoQueue(QueueCore):
                         # A getMore's await time is fixed when the stream opens: when less
                         # than that is left, reopen with the time left rather than sleep.
                         block = min(RECHECK_SECONDS, deadline.remaining())
-                        with self.collection.watch(
+                        stream = self.collection.watch(
                             ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                        ) as stream:
+                        )
+                        with stream:
                             # Opened before claiming again, so no job put meanwhile is missed.
                             while True:
                                 job = self._claim()
@@ -231,17 +249,16 @@ class MongoQueue(QueueCore):
         self._ensure_ready()
         with driver_errors():
             now = self._now()
-            ids = [
-                doc["_id"]
-                for doc in self.collection.find(
-                    ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n
-                )
-            ]
+            cursor = self.collection.find(
+                ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n
+            )
+            ids = [doc["_id"] for doc in cursor]
             if not ids:
                 return []
             prefix = self._new_token()
             self.collection.update_many(*self._batch_update(now, ids, prefix))
-            docs = self.collection.find(self._batch_fetch_filter(ids, prefix))
+            won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+            docs = [doc for doc in won]
             return [Job(self, doc) for doc in self._in_claim_order(ids, docs)]
 
     # ------------------------------------------------------------------ job handle
@@ -267,7 +284,8 @@ class MongoQueue(QueueCore):
     def _complete(self, job: Job) -> None:
         token = self._token_of(job, "complete")
         with driver_errors():
-            if self.collection.delete_one(ops.held(job.id, token)).deleted_count == 0:
+            result = self.collection.delete_one(ops.held(job.id, token))
+            if result.deleted_count == 0:
                 self._raise_lease_lost(job, "complete")
         job._token = None
 
@@ -297,8 +315,10 @@ class MongoQueue(QueueCore):
         backoff), ``locked`` (held; ``expired`` of them past their lease),
         ``failed`` (also as ``errors``, the original's name) and ``total``.
         """
+        now = self._now()
         with driver_errors():
-            rows = list(self.collection.aggregate(ops.stats_pipeline(self._now())))
+            cursor = self.collection.aggregate(ops.stats_pipeline(now))
+            rows = [row for row in cursor]
         return self._stats_counts(rows)
 
     def get(self, job_id: Any) -> Job | None:
@@ -325,20 +345,19 @@ class MongoQueue(QueueCore):
         Returns how many leases were freed.
         """
         self._ensure_ready()
+        now = self._now()
         with driver_errors():
-            result = self.collection.update_many(
-                ops.expired_filter(self._now()), self._expire_update()
-            )
+            result = self.collection.update_many(ops.expired_filter(now), self._expire_update())
         self.events.add("lease_expiries", result.modified_count)
         return result.modified_count
 
     def requeue(self, job: Job | Any = None) -> int:
         """Put failed jobs back in the queue with their attempts reset.
 
-        ``job`` is a Job, or a job id; with no argument every failed job is
-        requeued. Returns how many were requeued. A failed job whose key is used
-        by a waiting or running job stays failed (``DuplicateKeyConflict`` when
-        one job was named).
+        ``job`` is a job handle (:class:`Job`) or a job id; with no argument
+        every failed job is requeued. Returns how many were requeued. A failed job
+        whose key is used by a waiting or running job stays failed
+        (``DuplicateKeyConflict`` when one job was named).
         """
         job_id = self._requeue_target(job)
         self._ensure_ready()
@@ -352,36 +371,39 @@ class MongoQueue(QueueCore):
                     raise self._requeue_conflict(job_id) from exc
                 return result.modified_count
             try:
-                return self.collection.update_many(
-                    ops.requeue_filter(), ops.requeue_update()
-                ).modified_count
+                result = self.collection.update_many(ops.requeue_filter(), ops.requeue_update())
+                return result.modified_count
             except pymongo.errors.DuplicateKeyError:
                 pass
             # Some keys collide: requeue one by one, leaving the colliding ones failed.
             count = 0
             for doc in self.collection.find(ops.requeue_filter(), {"_id": 1}):
                 try:
-                    count += self.collection.update_one(
+                    result = self.collection.update_one(
                         ops.requeue_filter(doc["_id"]), ops.requeue_update()
-                    ).modified_count
+                    )
                 except pymongo.errors.DuplicateKeyError:
                     continue
+                count += result.modified_count
             return count
 
     def cancel(self, job: Job | Any) -> bool:
         """Delete a job that is waiting (due or delayed, not held); True if it was.
 
-        ``job`` is a Job or a job id. A running or failed job is left alone: the
-        delete is filtered on the waiting state, so it cannot race a claim.
+        ``job`` is a job handle (:class:`Job`) or a job id. A running or failed
+        job is left alone: the delete is filtered on the waiting state, so it
+        cannot race a claim.
         """
         job_id = self._cancel_target(job)
         with driver_errors():
-            return self.collection.delete_one(ops.cancel_filter(job_id)).deleted_count == 1
+            result = self.collection.delete_one(ops.cancel_filter(job_id))
+        return result.deleted_count == 1
 
     def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""
         with driver_errors():
-            return self.collection.delete_many(ops.failed_filter()).deleted_count
+            result = self.collection.delete_many(ops.failed_filter())
+        return result.deleted_count
 
     drop_max_attempts = purge_failed
     """The original mongoqueue's name for :meth:`purge_failed`."""
@@ -389,4 +411,71 @@ class MongoQueue(QueueCore):
     def clear(self) -> int:
         """Delete every job (the indexes stay). Returns how many were deleted."""
         with driver_errors():
-            return self.collection.delete_many({}).deleted_count
+            result = self.collection.delete_many({})
+        return result.deleted_count
+
+
+class Job(JobData):
+    """A job handle, claimed with :meth:`MongoQueue.next`.
+
+    As a context manager (``with job as data``) it yields the job document
+    (``data["payload"]``), completes the job when the block succeeds, and stores
+    the traceback as the job's error when it raises (the exception propagates).
+    Anything but an ``Exception`` (KeyboardInterrupt, a cancelled task) releases
+    the job. :class:`~mongoqueue.Job` and :class:`~mongoqueue.AsyncJob` are twins.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: MongoQueue, data: Mapping[str, Any]) -> None:
+        super().__init__(data)
+        self._queue = queue
+
+    @property
+    def queue(self) -> MongoQueue:
+        return self._queue
+
+    def complete(self) -> None:
+        """Mark the job done and remove it from the queue."""
+        self._queue._complete(self)
+
+    def error(self, message: str | None = None) -> None:
+        """Record a failed attempt; the job is retried after a backoff, or fails."""
+        self._queue._error(self, message)
+
+    def progress(self, count: int = 0) -> None:
+        """Store ``count`` and extend the lease by the queue's timeout from now."""
+        self._queue._progress(self, count)
+
+    def heartbeat(self) -> None:
+        """Extend the lease by the queue's timeout from now, keeping the progress count.
+
+        The worker calls it while a handler runs; raises ``LeaseLost`` if the
+        lease was already lost.
+        """
+        self._queue._heartbeat(self)
+
+    def release(self) -> None:
+        """Put the job back in the queue at once; its attempts are unchanged."""
+        self._queue._release(self)
+
+    def __enter__(self) -> dict[str, Any]:
+        return self.data
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        outcome, message = exit_outcome(exc_type, exc, tb)
+        if outcome == "complete":
+            self.complete()
+            return
+        try:
+            if outcome == "error":
+                self.error(message)
+            else:
+                self.release()
+        except MongoQueueError as inner:
+            log_unrecorded_failure(self, inner)
