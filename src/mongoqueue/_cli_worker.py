@@ -114,7 +114,10 @@ def _serve_metrics(
     else:
         metrics = metrics_module.QueueMetrics(queue, depth=False)
         metrics.registry.register(metrics_module.DepthCollector(lambda: [depth]))
-    stop: Callable[[], None] = metrics_module.serve(metrics.registry, port, host, auth=auth)
+    # The command refused a non-loopback host without auth unless --metrics-no-auth.
+    stop: Callable[[], None] = metrics_module.serve(
+        metrics.registry, port, host, auth=auth, allow_unauthenticated=auth is None
+    )
     log.info("metrics at http://%s:%d/metrics", host, port)
     observe: Callable[[Any, str, float], None] = metrics.observe
     return observe, stop

@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgument, MongoQueueError
-from .httpauth import BasicAuth, PortInUse
+from .httpauth import BasicAuth, PortInUse, require_auth
 from .job import Job
 from .queue import MongoQueue
 
@@ -219,13 +219,24 @@ def serve(
     host: str = "127.0.0.1",
     *,
     auth: BasicAuth | None = None,
+    allow_unauthenticated: bool = False,
 ) -> Callable[[], None]:
     """Serve ``registry`` at ``http://host:port/metrics`` in a thread; returns a stop function.
 
     With ``auth`` every scrape needs HTTP basic credentials (Prometheus's
-    ``basic_auth`` in a scrape config); a wrong or missing one gets 401.
-    Raises :class:`~mongoqueue.httpauth.PortInUse` when the port is taken.
+    ``basic_auth`` in a scrape config); a wrong or missing one gets 401. On a
+    non-loopback ``host`` it raises :class:`~mongoqueue.httpauth.AuthenticationRequired`
+    without ``auth``, unless ``allow_unauthenticated``; and
+    :class:`~mongoqueue.httpauth.PortInUse` when the port is taken.
     """
+    if not allow_unauthenticated:
+        require_auth(
+            host,
+            auth,
+            "metrics",
+            "Pass auth=BasicAuth(...) (CLI: --metrics-password-env or --metrics-password-file), "
+            "or allow_unauthenticated=True (CLI: --metrics-no-auth).",
+        )
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

@@ -71,6 +71,8 @@ def test_actions_need_credentials_and_the_csrf_token(collection, failed) -> None
     assert done.status_code == 303
     assert collection.count_documents({"state": "failed"}) == 0
     assert collection.find_one({"_id": failed})["attempts"] == 0
+    flash = client.get(done.headers["location"], headers=GOOD).text
+    assert 'id="flash">requeued 1 failed job</p>' in flash  # not "1 failed jobs"
 
 
 def test_trusted_proxy_mode(collection) -> None:
@@ -148,5 +150,7 @@ def test_metrics_server_with_basic_auth() -> None:
             assert "mq_test_scrapes_total 1.0" in r.read().decode()
         with pytest.raises(PortInUse):
             serve(registry, port, "127.0.0.1")
+        with pytest.raises(AuthenticationRequired, match=r"metrics on 0\.0\.0\.0"):
+            serve(registry, port, "0.0.0.0")
     finally:
         stop()

@@ -382,10 +382,10 @@ def create_app(
         return endpoint
 
     def requeue_failed(request: Request, queue: MongoQueue) -> str:
-        return f"requeued {queue.requeue()} failed jobs"
+        return f"requeued {_jobs(queue.requeue())}"
 
     def purge_failed(request: Request, queue: MongoQueue) -> str:
-        return f"deleted {queue.purge_failed()} failed jobs"
+        return f"deleted {_jobs(queue.purge_failed())}"
 
     def requeue_one(request: Request, queue: MongoQueue) -> str:
         job_id = parse_job_id(request.path_params["job_id"])
@@ -499,6 +499,11 @@ def _auth_middleware(auth: BasicAuth | TrustedProxy) -> Middleware:
         return PlainTextResponse(f"{status}: {exc}\n", status_code=status, headers=headers)
 
     return Middleware(AuthenticationMiddleware, backend=_AuthBackend(auth), on_error=refused)
+
+
+def _jobs(count: int) -> str:
+    """``1 failed job``, ``2 failed jobs``."""
+    return f"{count} failed job{'' if count == 1 else 's'}"
 
 
 def _root(request: Request) -> str:
