@@ -52,7 +52,9 @@ def test_log_level_in_any_case(run_cli) -> None:
 def test_database_named_in_the_uri_is_used_without_db(mongodb_uri: str, client: Any) -> None:
     name = f"uri_db_{ObjectId()}"
     head, _, tail = mongodb_uri.partition("?")
-    uri = f"{head.rstrip('/')}/{name}" + (f"?{tail}" if tail else "")
+    scheme, _, rest = head.partition("://")
+    hosts = rest.split("/", 1)[0]  # any database already in the URI is replaced
+    uri = f"{scheme}://{hosts}/{name}" + (f"?{tail}" if tail else "")
     try:
         code, out, err = run("--uri", uri, "--collection", "jobs", "put", '{"n": 1}')
         assert code == 0, err
