@@ -23,6 +23,7 @@ from ._worker_core import is_async_handler
 from .aio import AsyncMongoQueue
 from .aio_worker import AsyncWorker
 from .errors import InvalidArgument
+from .httpauth import BasicAuth
 from .queue import MongoQueue
 from .worker import Worker
 
@@ -51,19 +52,17 @@ def run_worker(
     *,
     metrics_port: int | None,
     metrics_host: str,
+    metrics_auth: BasicAuth | None = None,
 ) -> int:
     """Run the worker that fits ``handler`` until it stops; returns its exit code."""
+    metrics = (metrics_port, metrics_host, metrics_auth)
     if is_async_handler(handler):
         consumer = settings.consumer(consumer_id)
-        return asyncio.run(
-            _run_async(
-                settings, consumer, handler, queue_options, options, metrics_port, metrics_host
-            )
-        )
+        return asyncio.run(_run_async(settings, consumer, handler, queue_options, options, metrics))
     queue = settings.queue(consumer_id, **queue_options)
     stop_metrics = None
     if metrics_port is not None:
-        options["observer"], stop_metrics = _serve_metrics(queue, None, metrics_port, metrics_host)
+        options["observer"], stop_metrics = _serve_metrics(queue, None, *metrics)
     try:
         return Worker(queue, handler, **options).run()
     finally:
@@ -77,9 +76,9 @@ async def _run_async(
     handler: Callable[..., Any],
     queue_options: dict[str, Any],
     options: dict[str, Any],
-    metrics_port: int | None,
-    metrics_host: str,
+    metrics: tuple[int | None, str, BasicAuth | None],
 ) -> int:
+    settings.check_uri()
     try:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.uri, **settings.client_options
@@ -90,11 +89,9 @@ async def _run_async(
     try:
         collection = client[settings.db][settings.collection]
         queue = AsyncMongoQueue(collection, consumer, **queue_options)
-        if metrics_port is not None:
+        if metrics[0] is not None:
             depth = settings.queue(consumer, **queue_options)
-            options["observer"], stop_metrics = _serve_metrics(
-                queue, depth, metrics_port, metrics_host
-            )
+            options["observer"], stop_metrics = _serve_metrics(queue, depth, *metrics)
         return await AsyncWorker(queue, handler, **options).run()
     finally:
         if stop_metrics is not None:
@@ -103,19 +100,24 @@ async def _run_async(
 
 
 def _serve_metrics(
-    queue: MongoQueue | AsyncMongoQueue, depth: MongoQueue | None, port: int, host: str
+    queue: MongoQueue | AsyncMongoQueue,
+    depth: MongoQueue | None,
+    port: int | None,
+    host: str,
+    auth: BasicAuth | None,
 ) -> tuple[Callable[[Any, str, float], None], Callable[[], None]]:
     """Start the metrics server; the worker's observer and a function that stops it."""
+    assert port is not None
     metrics_module = import_extra("mongoqueue.metrics", "metrics")
     if depth is None:
         metrics = metrics_module.QueueMetrics(queue)
     else:
         metrics = metrics_module.QueueMetrics(queue, depth=False)
         metrics.registry.register(metrics_module.DepthCollector(lambda: [depth]))
-    try:
-        stop: Callable[[], None] = metrics_module.serve(metrics.registry, port, host)
-    except OSError as exc:
-        raise InvalidArgument(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    # The command refused a non-loopback host without auth unless --metrics-no-auth.
+    stop: Callable[[], None] = metrics_module.serve(
+        metrics.registry, port, host, auth=auth, allow_unauthenticated=auth is None
+    )
     log.info("metrics at http://%s:%d/metrics", host, port)
     observe: Callable[[Any, str, float], None] = metrics.observe
     return observe, stop

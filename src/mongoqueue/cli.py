@@ -6,8 +6,10 @@ The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
 Errors are one line on stderr with a non-zero exit code: 1 for a failed
-operation, 2 for bad arguments, 3 when MongoDB cannot be reached (the worker's
-codes are listed in :mod:`mongoqueue.worker`).
+operation, 2 for bad arguments (an invalid URI, failed authentication), 3 when
+MongoDB cannot be reached, 4 when the dashboard or a worker's metrics would
+listen beyond loopback without authentication, 5 when their port is already in
+use (the worker's codes are listed in :mod:`mongoqueue.worker`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 import pymongo.errors
 from bson import json_util
 from pymongo import MongoClient
+from pymongo.uri_parser import parse_uri
 
 from . import operations as ops
 from ._cli_parsing import (
@@ -52,6 +55,16 @@ from .errors import (
     QueueUnavailable,
     driver_errors,
 )
+from .httpauth import (
+    DEFAULT_USER,
+    AuthenticationRequired,
+    BasicAuth,
+    PortInUse,
+    TrustedProxy,
+    bind,
+    read_password,
+    require_auth,
+)
 from .job import Job
 from .queue import MongoQueue
 from .retry import RetryPolicy
@@ -68,6 +81,13 @@ __all__ = [
 ]
 
 DEFAULT_URI = "mongodb://localhost:27017"
+DEFAULT_DB = "mongoqueue"
+#: The dashboard or a worker's metrics would listen beyond loopback without authentication.
+EXIT_NO_AUTH = 4
+#: The dashboard's or the metrics' port is already in use.
+EXIT_PORT_IN_USE = 5
+#: Server error codes of a failed authentication (AuthenticationFailed, UserNotFound).
+AUTH_FAILED_CODES = frozenset({18, 11})
 #: Jobs per insert when ``put`` reads many payloads from stdin.
 PUT_BATCH = 500
 
@@ -92,8 +112,17 @@ class Settings:
         timeout_ms = max(1, int(self.server_timeout * 1000))
         return {"serverSelectionTimeoutMS": timeout_ms, "appname": "mongoqueue-cli"}
 
+    def check_uri(self) -> None:
+        """Refuse what is not a MongoDB connection string (pymongo would take it as a host)."""
+        if not self.uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise BadArgument(
+                f"invalid MongoDB URI {redact(self.uri)!r}: it must start with mongodb:// or "
+                "mongodb+srv:// (check --uri or MONGODB_URI)"
+            )
+
     def client(self) -> MongoClient[dict[str, Any]]:
         if self._client is None:
+            self.check_uri()
             try:
                 self._client = MongoClient(self.uri, **self.client_options)
             except ValueError as exc:  # pymongo raises a bare ValueError for some URIs
@@ -131,12 +160,50 @@ class Unreachable(click.ClickException):
     exit_code = EXIT_UNAVAILABLE
 
 
+class NoAuthentication(click.ClickException):
+    exit_code = EXIT_NO_AUTH
+
+
+class AddressInUse(click.ClickException):
+    exit_code = EXIT_PORT_IN_USE
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _auth_failure(exc: BaseException) -> pymongo.errors.OperationFailure | None:
+    """The server's authentication failure behind ``exc``, if that is what it is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pymongo.errors.OperationFailure) and seen.code in AUTH_FAILED_CODES:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _db_from_uri(uri: str) -> str | None:
+    """The database named in a connection string, without resolving an SRV name."""
+    if uri.startswith("mongodb+srv://"):  # one host, no port: parses the same as mongodb://
+        uri = "mongodb://" + uri.removeprefix("mongodb+srv://")
+    try:
+        database: str | None = parse_uri(uri, warn=True)["database"]
+    except Exception:  # a bad URI is reported when the client is made
+        return None
+    return database
+
+
 class _Group(click.Group):
     """Turns our errors and the driver's into one-line errors with meaningful exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except AuthenticationRequired as exc:
+            raise NoAuthentication(str(exc)) from exc
+        except PortInUse as exc:
+            raise AddressInUse(str(exc)) from exc
         except QueueUnavailable as exc:
             settings = ctx.find_object(Settings)
             where = f" at {redact(settings.uri)}" if settings is not None else ""
@@ -151,6 +218,14 @@ class _Group(click.Group):
         except pymongo.errors.InvalidName as exc:
             raise BadArgument(f"invalid database or collection name: {exc}") from exc
         except (MongoQueueError, pymongo.errors.PyMongoError) as exc:
+            failure = _auth_failure(exc)
+            if failure is not None:
+                settings = ctx.find_object(Settings)
+                where = f" at {redact(settings.uri)}" if settings is not None else ""
+                raise BadArgument(
+                    f"MongoDB refused the credentials{where} (authentication failed); check "
+                    "the user name, the password and authSource in --uri or MONGODB_URI"
+                ) from exc
             raise OperationFailed(str(exc)) from exc
 
 
@@ -162,7 +237,10 @@ class _Group(click.Group):
     show_default=True,
     help="MongoDB connection string (or set MONGODB_URI).",
 )
-@click.option("--db", default="mongoqueue", show_default=True, help="Database of the queue.")
+@click.option(
+    "--db",
+    help=f"Database of the queue [default: the one named in the URI, else {DEFAULT_DB}].",
+)
 @click.option("--collection", default="jobs", show_default=True, help="Collection of the queue.")
 @click.option(
     "--server-timeout",
@@ -173,11 +251,14 @@ class _Group(click.Group):
 )
 @click.version_option(package_name="mongoqueue")
 @click.pass_context
-def cli(ctx: click.Context, uri: str, db: str, collection: str, server_timeout: float) -> None:
+def cli(
+    ctx: click.Context, uri: str, db: str | None, collection: str, server_timeout: float
+) -> None:
     """mongoqueue: a job queue in MongoDB. Put jobs, inspect the queue, run workers."""
     source = ctx.get_parameter_source("uri")
     given = source is not None and source.name == "COMMANDLINE"
-    settings = Settings(uri, db, collection, server_timeout, uri_given=given)
+    database = db or _db_from_uri(uri) or DEFAULT_DB
+    settings = Settings(uri, database, collection, server_timeout, uri_given=given)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
@@ -208,6 +289,12 @@ def put(
     PAYLOAD is a JSON object. Without it (or with "-") payloads are read from
     stdin: one object, or one per line (JSON Lines), put in batches.
     """
+    if payload in (None, "-") and sys.stdin.isatty():
+        err.print(
+            "reading jobs from stdin: one JSON object per line (JSON Lines); "
+            "end with Ctrl-D (Ctrl-Z Enter on Windows)",
+            markup=False,
+        )
     text = sys.stdin.read() if payload in (None, "-") else payload
     docs = parse_payloads(text or "")
     queue = _settings().queue()
@@ -224,7 +311,7 @@ def put(
             ids += queue.put_many(batch, priority, delay=delay, max_attempts=max_attempts)
             progress.advance(task, len(batch))
     out.print("\n".join(str(i) for i in ids))
-    err.print(f"put {len(ids)} jobs")
+    err.print(f"put {plural(len(ids), 'job')}")
 
 
 # --------------------------------------------------------------------------- inspection
@@ -372,15 +459,22 @@ def requeue(job_ids: tuple[str, ...], all_jobs: bool) -> int:
     if all_jobs:
         with err.status("requeueing failed jobs"):
             count = queue.requeue()
-        out.print(f"requeued {count} jobs")
+        out.print(f"requeued {plural(count, 'job')}")
         return 0
+    ids = [parse_job_id(text) for text in job_ids]
+    for text, job_id in zip(job_ids, ids, strict=True):
+        if isinstance(job_id, str) and queue.get(job_id) is None:
+            raise BadArgument(
+                f"invalid id {text!r}: a job id is 24 hexadecimal digits, as `mongoqueue "
+                "failed` shows them (nothing was requeued)"
+            )
     count = 0
-    for text in job_ids:
-        if queue.requeue(parse_job_id(text)) == 0:
+    for text, job_id in zip(job_ids, ids, strict=True):
+        if queue.requeue(job_id) == 0:
             err.print(f"not requeued: {text} is not a failed job")
         else:
             count += 1
-    out.print(f"requeued {count} jobs")
+    out.print(f"requeued {plural(count, 'job')}")
     return 0 if count == len(job_ids) else EXIT_ERROR
 
 
@@ -398,7 +492,7 @@ def purge(all_jobs: bool, yes: bool) -> None:
     else:
         with err.status("deleting failed jobs"):
             count = queue.purge_failed()
-    out.print(f"deleted {count} jobs")
+    out.print(f"deleted {plural(count, 'job')}")
 
 
 # --------------------------------------------------------------------------- worker
@@ -445,7 +539,7 @@ def purge(all_jobs: bool, yes: bool) -> None:
 @click.option("--consumer-id", help="This worker's name in the queue [default: host-pid].")
 @click.option(
     "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     show_default=True,
 )
@@ -456,6 +550,25 @@ def purge(all_jobs: bool, yes: bool) -> None:
 )
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+)
+@click.option(
+    "--metrics-password-env",
+    metavar="VAR",
+    help="Scrapes need HTTP basic auth with the password in environment variable VAR.",
+)
+@click.option(
+    "--metrics-password-file",
+    metavar="PATH",
+    help="Scrapes need HTTP basic auth with the password in this file.",
+)
+@click.option(
+    "--metrics-user", default=DEFAULT_USER, show_default=True, help="User name of scrapes."
+)
+@click.option(
+    "--metrics-no-auth",
+    is_flag=True,
+    help="Serve metrics beyond loopback without authentication (you accept that anyone "
+    "who reaches the port reads them).",
 )
 def worker(
     handler: str,
@@ -472,6 +585,10 @@ def worker(
     log_level: str,
     metrics_port: int | None,
     metrics_host: str,
+    metrics_password_env: str | None,
+    metrics_password_file: str | None,
+    metrics_user: str,
+    metrics_no_auth: bool,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
 
@@ -479,8 +596,18 @@ def worker(
     (AsyncWorker), the others in threads (Worker); the options are the same.
 
     Exit codes: 0 stopped as asked, 1 failed, 2 bad usage, 3 MongoDB
-    unreachable, 128+N second signal N.
+    unreachable, 4 metrics beyond loopback without authentication, 5 metrics
+    port in use, 128+N second signal N.
     """
+    metrics_auth = _basic_auth(metrics_user, metrics_password_env, metrics_password_file)
+    if metrics_port is not None and not metrics_no_auth:
+        require_auth(
+            metrics_host,
+            metrics_auth,
+            "metrics",
+            "Give --metrics-password-env VAR or --metrics-password-file PATH, or "
+            "--metrics-no-auth to serve them to anyone.",
+        )
     function = load_handler(handler)
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -500,14 +627,29 @@ def worker(
         },
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        metrics_auth=metrics_auth,
     )
 
 
 # --------------------------------------------------------------------------- dashboard
 
 
+def _basic_auth(user: str, env: str | None, file: str | None) -> BasicAuth | None:
+    if env is not None and file is not None:
+        raise click.UsageError("give the password's environment variable or its file, not both")
+    if env is None and file is None:
+        return None
+    return BasicAuth(read_password(env=env, file=file), user)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; any but loopback needs --password-env/--password-file "
+    "or --trusted-proxy.",
+)
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True)
 @click.option(
     "--allow-actions",
@@ -530,10 +672,34 @@ def worker(
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
 )
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    help="Require HTTP basic auth with the password in environment variable VAR.",
+)
+@click.option(
+    "--password-file", metavar="PATH", help="Require HTTP basic auth with the password in PATH."
+)
+@click.option("--user", default=DEFAULT_USER, show_default=True, help="User name of basic auth.")
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Serve only requests from this authenticating proxy (IP or network; repeatable), "
+    "which names the user in --proxy-user-header.",
+)
+@click.option(
+    "--proxy-user-header",
+    default="X-Forwarded-User",
+    show_default=True,
+    help="Header in which the trusted proxy names the authenticated user.",
+)
+@click.option("--root-path", default="", help="Path prefix the proxy serves the dashboard under.")
 def dashboard(
     host: str,
     port: int,
@@ -541,19 +707,45 @@ def dashboard(
     sample_interval: float,
     window: float,
     log_level: str,
+    password_env: str | None,
+    password_file: str | None,
+    user: str,
+    trusted_proxies: tuple[str, ...],
+    proxy_user_header: str,
+    root_path: str,
 ) -> None:
     """Serve the web dashboard of the queues in --db (extra 'dashboard').
 
     Read-only unless --allow-actions. Also serves Prometheus depth gauges at /metrics.
+    On an address other than loopback it needs an authentication setting: a
+    password (HTTP basic) or a trusted proxy. Exit codes as the other commands,
+    and 4 without authentication beyond loopback, 5 port in use.
     """
+    auth: BasicAuth | TrustedProxy | None = _basic_auth(user, password_env, password_file)
+    if trusted_proxies:
+        if auth is not None:
+            raise click.UsageError("give a password or --trusted-proxy, not both")
+        auth = TrustedProxy(trusted_proxies, proxy_user_header)
+    require_auth(
+        host,
+        auth,
+        "the dashboard",
+        "Set a password (--password-env VAR or --password-file PATH) or serve it behind "
+        "an authenticating proxy (--trusted-proxy ADDRESS).",
+    )
     settings = _settings()
     run = import_extra("mongoqueue.dashboard", "dashboard").run
+    bind(host, port).close()  # a port in use is reported before anything else starts
     db = settings.client()[settings.db]
     with driver_errors():
         db.command("ping")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: the dashboard listens on {host}; it has no login", markup=False)
-    err.print(f"mongoqueue dashboard: http://{host}:{port}/ (database {settings.db})")
+    shown = f"[{host}]" if ":" in host else host
+    login = {BasicAuth: f", user {user}", TrustedProxy: ", through the trusted proxy"}
+    note = login.get(type(auth), "") if auth is not None else ""
+    err.print(
+        f"mongoqueue dashboard: http://{shown}:{port}{root_path}/ (database {settings.db}{note})",
+        markup=False,
+    )
     run(
         db,
         host=host,
@@ -562,6 +754,8 @@ def dashboard(
         sample_interval=sample_interval,
         window=window * 60,
         log_level=log_level,
+        auth=auth,
+        root_path=root_path,
     )
 
 

@@ -6,11 +6,13 @@ Hierarchy::
     ├── InvalidArgument (also a ValueError)    a value is out of range or malformed
     │   ├── InvalidPayload                     a payload MongoDB cannot store as given
     │   │   └── PayloadTooLarge                over the server's document size limit
-    │   └── DuplicateKeyConflict               requeue would duplicate an active job's key
+    │   ├── DuplicateKeyConflict               requeue would duplicate an active job's key
+    │   └── httpauth.AuthenticationRequired    a server beyond loopback without authentication
     ├── InvalidArgumentType (also a TypeError) an argument has the wrong type
     ├── LeaseLost                              this handle no longer holds its job
     ├── IndexConflict                          an index of ours exists with other options
-    └── QueueUnavailable                       the server could not be reached
+    ├── QueueUnavailable                       the server could not be reached
+    └── httpauth.PortInUse                     a dashboard or metrics port is already taken
 
 Driver errors that a user should not need to know about (connection failures,
 index conflicts, a collection name the server rejects) are re-raised as ours

@@ -32,12 +32,17 @@ from a ``DepthCollector`` of a sync ``MongoQueue`` (as the CLI does).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+    from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -47,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgument, MongoQueueError
+from .httpauth import BasicAuth, PortInUse, require_auth
 from .job import Job
 from .queue import MongoQueue
 
@@ -198,10 +204,65 @@ class QueueMetrics:
         self.duration.labels(self._label, outcome).observe(seconds)
 
 
-def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
-    """Serve ``registry`` at ``http://host:port/metrics`` in a thread; returns a stop function."""
-    server: Any
-    server, thread = start_http_server(port, addr=host, registry=registry)
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not news
+
+
+def serve(
+    registry: CollectorRegistry,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    auth: BasicAuth | None = None,
+    allow_unauthenticated: bool = False,
+) -> Callable[[], None]:
+    """Serve ``registry`` at ``http://host:port/metrics`` in a thread; returns a stop function.
+
+    With ``auth`` every scrape needs HTTP basic credentials (Prometheus's
+    ``basic_auth`` in a scrape config); a wrong or missing one gets 401. On a
+    non-loopback ``host`` it raises :class:`~mongoqueue.httpauth.AuthenticationRequired`
+    without ``auth``, unless ``allow_unauthenticated``; and
+    :class:`~mongoqueue.httpauth.PortInUse` when the port is taken.
+    """
+    if not allow_unauthenticated:
+        require_auth(
+            host,
+            auth,
+            "metrics",
+            "Pass auth=BasicAuth(...) (CLI: --metrics-password-env or --metrics-password-file), "
+            "or allow_unauthenticated=True (CLI: --metrics-no-auth).",
+        )
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION")):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", auth.challenge)],
+            )
+            return [b"401: authentication required\n"]
+        result: Iterable[bytes] = metrics_app(environ, start_response)
+        return result
+
+    class Server(_Server):
+        pass
+
+    try:
+        Server.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"metrics port {port} on {host} is already in use: choose another --metrics-port"
+            ) from exc
+        raise InvalidArgument(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    thread = threading.Thread(target=server.serve_forever, name="mongoqueue-metrics", daemon=True)
+    thread.start()
 
     def stop() -> None:
         server.shutdown()

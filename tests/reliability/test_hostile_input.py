@@ -337,7 +337,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("uri", "code", "message"),
     [
-        ("http://example.com", 2, "invalid connection settings: Invalid URI scheme"),
+        ("http://example.com", 2, "invalid MongoDB URI 'http://example.com': it must start"),
+        ("notauri", 2, "invalid MongoDB URI 'notauri'"),
         ("mongodb://", 2, "invalid connection settings"),
         ("mongodb://127.0.0.1:99999", 2, "invalid connection settings: Port must be"),
         ("mongodb://127.0.0.1:abc", 2, "invalid connection settings: Port contains"),

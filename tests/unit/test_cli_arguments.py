@@ -92,7 +92,8 @@ def test_redact_hides_the_password() -> None:
         (["worker", "nocolon"], 2, "module:function"),
         (["worker", "m:f", "--concurrency", "0"], 2, "--concurrency"),
         (["demo", "--workers", "1"], 2, "--workers"),
-        (["--uri", "http://nope", "stats"], 2, "invalid connection settings"),
+        (["--uri", "http://nope", "stats"], 2, "invalid MongoDB URI"),
+        (["--uri", "mongodb://h:99999", "stats"], 2, "invalid connection settings"),
         (["--server-timeout", "0", "stats"], 2, "--server-timeout"),
     ],
 )

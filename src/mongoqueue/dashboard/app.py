@@ -13,6 +13,15 @@ own atomic operation filtered on the state it names.
 
 Everything from a job is rendered through Jinja's autoescape, and the pages
 are served with a Content-Security-Policy that allows no script at all.
+
+Who may look: with ``auth`` (a :class:`~mongoqueue.httpauth.BasicAuth` or
+:class:`~mongoqueue.httpauth.TrustedProxy`) every page, ``/metrics`` and every
+action needs it (401 otherwise; 403 for a request that does not come through the
+trusted proxy); actions need the CSRF token on top. Without ``auth`` the app is
+meant for loopback, or for mounting inside another Starlette or FastAPI
+application under a path, behind that application's own authentication:
+``Mount("/queues-admin", app=create_app(db))``; links and redirects follow the
+mount path (``root_path``).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,17 +48,25 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.database import Database
 from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import operations as ops
 from ..errors import DuplicateKeyConflict, MongoQueueError, driver_errors
+from ..httpauth import BasicAuth, TrustedProxy
 from ..metrics import DepthCollector
 from ..queue import MongoQueue
 from .history import History, Sampler, bar_chart, line_chart
@@ -155,6 +173,20 @@ class Dashboard:
         self.sampler = Sampler(self.read_all, self.history, sample_interval)
         self.registry = CollectorRegistry()
         self.registry.register(DepthCollector(self.all_queues))
+        self._sampling = False
+        self._sampling_lock = threading.Lock()
+
+    def start_sampling(self) -> None:
+        """Start the sampler once (from the lifespan, or the first page when mounted)."""
+        with self._sampling_lock:
+            if not self._sampling:
+                self._sampling = True
+                self.sampler.start()
+
+    def stop_sampling(self) -> None:
+        with self._sampling_lock:
+            if self._sampling:
+                self.sampler.stop()
 
     def queue(self, name: str) -> MongoQueue:
         if name not in self._queues:
@@ -191,15 +223,23 @@ def create_app(
     sample_interval: float = 5.0,
     window: float = 900.0,
     secret_key: str | None = None,
+    auth: BasicAuth | TrustedProxy | None = None,
 ) -> Starlette:
-    """The dashboard for the queues of ``db``. Actions are refused unless ``allow_actions``."""
+    """The dashboard for the queues of ``db``. Actions are refused unless ``allow_actions``.
+
+    ``auth`` guards every route (pages, ``/metrics``, actions). Without it, serve
+    the app on loopback only, or mount it in an application that authenticates
+    its users first.
+    """
     dash = Dashboard(
         db, allow_actions=allow_actions, sample_interval=sample_interval, window=window
     )
     templates = _templates()
 
     def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        dash.start_sampling()  # a mounted app gets no lifespan of its own
         context.update(
+            root=_root(request),
             actions=dash.allow_actions,
             csrf=_csrf_token(request) if dash.allow_actions else "",
             flash=request.session.pop("flash", None),
@@ -335,16 +375,17 @@ def create_app(
             message = await run_in_threadpool(work, request, queue)
             request.session["flash"] = message
             back = form.get("back")
-            target = back if isinstance(back, str) and _local_path(back) else f"/queues/{name}"
+            default = f"{_root(request)}/queues/{name}"
+            target = back if isinstance(back, str) and _local_path(back) else default
             return RedirectResponse(target, status_code=303)
 
         return endpoint
 
     def requeue_failed(request: Request, queue: MongoQueue) -> str:
-        return f"requeued {queue.requeue()} failed jobs"
+        return f"requeued {_jobs(queue.requeue())}"
 
     def purge_failed(request: Request, queue: MongoQueue) -> str:
-        return f"deleted {queue.purge_failed()} failed jobs"
+        return f"deleted {_jobs(queue.purge_failed())}"
 
     def requeue_one(request: Request, queue: MongoQueue) -> str:
         job_id = parse_job_id(request.path_params["job_id"])
@@ -365,7 +406,9 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         response = HTMLResponse(
-            templates.get_template("error.html").render(status=exc.status_code, detail=exc.detail),
+            templates.get_template("error.html").render(
+                status=exc.status_code, detail=exc.detail, root=_root(request)
+            ),
             status_code=exc.status_code,
             headers=exc.headers,
         )
@@ -377,11 +420,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
-        dash.sampler.start()
+        dash.start_sampling()
         try:
             yield
         finally:
-            dash.sampler.stop()
+            dash.stop_sampling()
 
     routes = [
         Route("/", index),
@@ -394,15 +437,17 @@ def create_app(
         Route("/queues/{name}/jobs/{job_id}/requeue", action(requeue_one), methods=["POST"]),
         Route("/queues/{name}/jobs/{job_id}/cancel", action(cancel_one), methods=["POST"]),
     ]
+    middleware = [] if auth is None else [_auth_middleware(auth)]
     app = Starlette(
         routes=routes,
         middleware=[
+            *middleware,
             Middleware(
                 SessionMiddleware,
                 secret_key=secret_key or secrets.token_hex(32),
                 session_cookie="mongoqueue_dashboard",
                 same_site="strict",
-            )
+            ),
         ],
         exception_handlers={
             HTTPException: http_error,
@@ -413,6 +458,58 @@ def create_app(
     )
     app.state.dashboard = dash
     return app
+
+
+class _Refused(AuthenticationError):
+    def __init__(self, status: int, message: str, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.challenge = challenge
+
+
+class _AuthBackend(AuthenticationBackend):
+    """Starlette's authentication backend for a :class:`BasicAuth` or :class:`TrustedProxy`."""
+
+    def __init__(self, auth: BasicAuth | TrustedProxy) -> None:
+        self.auth = auth
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser]:
+        auth = self.auth
+        if isinstance(auth, BasicAuth):
+            if not auth.check(conn.headers.get("authorization")):
+                raise _Refused(401, "authentication required", auth.challenge)
+            return AuthCredentials(["authenticated"]), SimpleUser(auth.user)
+        peer = conn.client.host if conn.client is not None else None
+        if not auth.trusts(peer):
+            raise _Refused(403, "this dashboard is served through its authenticating proxy only")
+        user = conn.headers.get(auth.user_header)
+        if not user:
+            raise _Refused(401, f"the proxy sent no {auth.user_header} header")
+        return AuthCredentials(["authenticated"]), SimpleUser(user)
+
+
+def _auth_middleware(auth: BasicAuth | TrustedProxy) -> Middleware:
+    def refused(conn: HTTPConnection, exc: Exception) -> Response:
+        status, challenge = 401, None
+        if isinstance(exc, _Refused):
+            status, challenge = exc.status, exc.challenge
+        headers = dict(SECURITY_HEADERS)
+        if challenge is not None:
+            headers["WWW-Authenticate"] = challenge
+        return PlainTextResponse(f"{status}: {exc}\n", status_code=status, headers=headers)
+
+    return Middleware(AuthenticationMiddleware, backend=_AuthBackend(auth), on_error=refused)
+
+
+def _jobs(count: int) -> str:
+    """``1 failed job``, ``2 failed jobs``."""
+    return f"{count} failed job{'' if count == 1 else 's'}"
+
+
+def _root(request: Request) -> str:
+    """The path the app is mounted under ('' at the root of the server)."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
 
 
 def _csrf_token(request: Request) -> str:
