@@ -256,7 +256,7 @@ class AsyncMongoQueue(QueueCore):
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
                     docs = await self._recover_batch(ids, prefix)
-                    if not docs:
+                    if not docs and not jobs:
                         raise
                     jobs.extend(AsyncJob(self, doc) for doc in docs)
                     break

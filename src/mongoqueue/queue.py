@@ -260,7 +260,7 @@ class MongoQueue(QueueCore):
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
                     docs = self._recover_batch(ids, prefix)
-                    if not docs:
+                    if not docs and not jobs:
                         raise
                     jobs.extend(Job(self, doc) for doc in docs)
                     break
