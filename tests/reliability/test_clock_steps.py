@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ def stepping_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("FAKETIME_TIMESTAMP_FILE", str(offset))
     monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
     monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-    server = EmbeddedServer(tmp_path / "server", prefer_rust=True)
+    prefer_rust = os.environ.get("MONGOQUEUE_TEST_SERVER", "auto") != "python"
+    server = EmbeddedServer(tmp_path / "server", prefer_rust=prefer_rust)
     try:
         server.start()
     finally:
