@@ -338,6 +338,26 @@ def test_a_uuid_payload_with_the_standard_representation(mongodb_uri: str, colle
         assert queue.next().payload == {"id": value}
 
 
+def test_async_a_uuid_payload_with_the_standard_representation(
+    mongodb_uri: str, collection: Any
+) -> None:
+    value = uuid.uuid4()
+
+    async def scenario() -> Any:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            mongodb_uri, uuidRepresentation="standard"
+        )
+        try:
+            queue = AsyncMongoQueue(client[collection.database.name][collection.name], "c")
+            await queue.put({"id": value})
+            job = await queue.next()
+            return job.payload
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == {"id": value}
+
+
 class _DecimalEncoder(TypeEncoder):
     python_type = Decimal
 

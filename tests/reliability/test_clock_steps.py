@@ -103,6 +103,9 @@ def _consume(queue: MongoQueue, ledger: Ledger, stop: threading.Event) -> None:
         except LeaseLost as exc:
             with ledger.lock:
                 ledger.lease_lost.append(f"{queue.consumer_id}: {exc}")
+        except Exception as exc:
+            ledger.errors.append(f"{queue.consumer_id} holding {job.id}: {exc!r}")
+            return
 
 
 def _repair(queue: MongoQueue, ledger: Ledger, stop: threading.Event) -> None:
