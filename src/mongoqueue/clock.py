@@ -20,7 +20,9 @@ It keeps two bounds of the server's time, each advanced with this process's
 Samples come from ``hello`` (``localTime``; the first anchor is the best of
 :data:`FIRST_SAMPLES` round trips, so the handshake and server selection of a
 cold connection do not widen it) and, for free, from the ``locked_at`` that
-the server writes with ``$$NOW`` on each claim. Each sample narrows the bounds
+the server writes with ``$$NOW`` on each claim. (``$clusterTime`` and
+``operationTime`` are not used: they are logical oplog timestamps, only loosely
+tied to the primary's wall clock, and would not bound it.) Each sample narrows the bounds
 (the smallest upper bound, the largest lower bound). Every ``refresh`` seconds
 a new ``hello`` replaces them, which corrects the slow drift of the local
 monotonic clock.
