@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pymongo.errors
 from bson import ObjectId
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
@@ -75,6 +76,9 @@ KEY_RETRIES = 5
 
 #: Server error codes of ``createIndexes`` meaning "an index with this name differs".
 _INDEX_CONFLICT_CODES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+#: Server error codes of a duplicate key (11000; 11001 and 12582 from old servers).
+_DUPLICATE_KEY_CODES = (11000, 11001, 12582)
 
 J = TypeVar("J", bound=JobData)
 
@@ -168,6 +172,8 @@ class QueueCore:
         self._config = QueueConfig(consumer_id, timeout, max_attempts, retry)
         self._clock = ServerClock()
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
+        #: The collection's codec options (payloads are encoded with them); the queue sets it.
+        self._codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
         self._indexes_ready = False
         self._change_streams = True
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
@@ -211,10 +217,25 @@ class QueueCore:
             f"different definition: {exc}. Drop it and let the queue create its own."
         )
 
-    def _record_hello(self, reply: Mapping[str, Any], sent_at: float, received_at: float) -> None:
-        """Anchor the clock on a ``hello`` sent and answered at these monotonic times."""
-        self._clock.record(reply["localTime"], sent_at, received_at)
+    def _record_hello(
+        self, reply: Mapping[str, Any], sent_at: float, received_at: float, first: bool = True
+    ) -> None:
+        """Anchor the clock on a ``hello`` sent and answered at these monotonic times.
+
+        The first ``hello`` of a sync re-anchors; the others of the same sync only
+        narrow the estimate (the best round trip wins).
+        """
+        if first:
+            self._clock.record(reply["localTime"], sent_at, received_at)
+        else:
+            self._clock.observe(reply["localTime"], sent_at, received_at)
         self._max_document_bytes = int(reply.get("maxBsonObjectSize", DEFAULT_MAX_DOCUMENT_BYTES))
+
+    def _observe_claim(self, doc: Mapping[str, Any], sent_at: float, received_at: float) -> None:
+        """Narrow the clock estimate with the ``locked_at`` (``$$NOW``) a claim wrote."""
+        locked_at = doc.get("locked_at")
+        if isinstance(locked_at, datetime):
+            self._clock.observe(locked_at, sent_at, received_at)
 
     # ------------------------------------------------------------------ put
 
@@ -242,11 +263,11 @@ class QueueCore:
         due_now = run_at_utc is None and delay_seconds == 0
         return ops.new_job(
             ObjectId(),
-            encode_payload(payload, self._max_document_bytes),
+            encode_payload(payload, self._max_document_bytes, self._codec_options),
             priority=priority,
             created_at=now,
             scheduled_at=scheduled,
-            visible_at=now - self._clock.spread if due_now else None,
+            visible_at=self._clock.lower() if due_now else None,
             key=check_key(key),
             max_attempts=max_attempts,
             retry=retry,
@@ -330,6 +351,13 @@ class QueueCore:
         claimed = {doc["_id"]: doc for doc in docs}
         return [claimed[i] for i in ids if i in claimed]
 
+    def _batch_expiries(self, modified: int, won: int) -> int:
+        """Expired leases a batch claim recorded (it modified them but did not win them)."""
+        expiries = max(0, modified - won)
+        if expiries:
+            self.events.add("lease_expiries", expiries)
+        return expiries
+
     # ------------------------------------------------------------------ job handle
 
     @staticmethod
@@ -397,17 +425,44 @@ class QueueCore:
         return ops.expire_update(self.max_attempts, self.retry, self.retry.draw_jitter())
 
     @staticmethod
-    def _requeue_target(job: object) -> Any:
-        """The id ``requeue`` acts on: a handle's job id, or the argument itself."""
-        return job.id if isinstance(job, JobData) else job
+    def _id_value(job_id: Any) -> Any:
+        """A job id from outside: a 24-hex string names the ObjectId it spells.
 
-    @staticmethod
-    def _cancel_target(job: object) -> Any:
+        Job ids are ObjectIds, shown as strings by the CLI, the dashboard and logs;
+        ``get("65f...")`` must find that job, not miss it. Other ids are taken as
+        they are (always as values, never as query operators: see ``ops.by_id``).
+        """
+        if isinstance(job_id, str) and len(job_id) == 24 and ObjectId.is_valid(job_id):
+            return ObjectId(job_id)
+        return job_id
+
+    @classmethod
+    def _requeue_target(cls, job: object) -> Any:
+        """The id ``requeue`` acts on: a handle's job id, or the argument itself."""
+        return job.id if isinstance(job, JobData) else cls._id_value(job)
+
+    @classmethod
+    def _cancel_target(cls, job: object) -> Any:
         if isinstance(job, JobData):
             return job.id
         if job is None:
             raise InvalidArgumentType("cancel needs a job or a job id, got None")
-        return job
+        return cls._id_value(job)
+
+    @staticmethod
+    def _requeued_despite(exc: pymongo.errors.BulkWriteError) -> int:
+        """How many jobs a requeue bulk write changed when some keys collided.
+
+        Re-raises unless every write error is a duplicate key (a ready job already
+        holds that job's key: it stays failed).
+        """
+        details = exc.details or {}
+        errors = details.get("writeErrors", [])
+        if details.get("writeConcernErrors") or any(
+            e.get("code") not in _DUPLICATE_KEY_CODES for e in errors
+        ):
+            raise exc
+        return int(details.get("nModified", 0))
 
     @staticmethod
     def _requeue_conflict(job_id: Any) -> DuplicateKeyConflict:

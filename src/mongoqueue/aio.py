@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import pymongo.errors
-from pymongo import ReturnDocument
+from pymongo import ReadPreference, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from . import operations as ops
@@ -83,7 +83,10 @@ class AsyncMongoQueue(QueueCore):
     ) -> None:
         check_queue_collection(collection, "AsyncMongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
-        self.collection = collection
+        # Every read the queue makes decides something (a batch fetch, a key lookup):
+        # it goes to the primary whatever the client's read preference.
+        self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY)
+        self._codec_options = collection.codec_options
 
     def __repr__(self) -> str:
         return self._describe(self.collection.full_name)
@@ -109,10 +112,13 @@ class AsyncMongoQueue(QueueCore):
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
         if self._clock.needs_sync():
-            sent_at = time.monotonic()
-            with driver_errors():
-                reply = await self.collection.database.command("hello")
-            self._record_hello(reply, sent_at, time.monotonic())
+            # The best of a few round trips: the first of a cold client also pays for
+            # server selection and the handshake.
+            for sample in range(self._clock.samples()):
+                sent_at = time.monotonic()
+                with driver_errors():
+                    reply = await self.collection.database.command("hello")
+                self._record_hello(reply, sent_at, time.monotonic(), first=sample == 0)
         return self._clock.now()
 
     # ------------------------------------------------------------------ put
@@ -192,8 +198,10 @@ class AsyncMongoQueue(QueueCore):
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 token = self._new_token()
+                claim = ops.claim_filter(await self._now())
+                sent_at = time.monotonic()
                 doc = await self.collection.find_one_and_update(
-                    ops.claim_filter(await self._now()),
+                    claim,
                     self._config.claim_update(token),
                     sort=ops.CLAIM_SORT,
                     return_document=ReturnDocument.AFTER,
@@ -201,6 +209,7 @@ class AsyncMongoQueue(QueueCore):
                 if doc is None:
                     return None
                 if self._is_own_claim(doc, token):
+                    self._observe_claim(doc, sent_at, time.monotonic())
                     return AsyncJob(self, doc)
                 # We met an expired lease and recorded it; claim again.
                 self.events.add("lease_expiries")
@@ -252,22 +261,55 @@ class AsyncMongoQueue(QueueCore):
             await asyncio.sleep(backoff.next_interval(deadline.remaining()))
 
     async def next_batch(self, n: int) -> list[AsyncJob]:
-        """Claim up to ``n`` jobs in three round trips; each gets its own token and lease."""
+        """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
+
+        Expired leases met at the head are recorded (as ``next()`` does) and the
+        claim goes on. If the reply of the batch update is lost, the jobs it
+        claimed are fetched by their tokens (``prefix:id``) rather than stranded.
+        """
         n = self._check_batch_size(n)
         await self._ensure_ready()
+        jobs: list[AsyncJob] = []
         with driver_errors():
-            now = await self._now()
-            cursor = self.collection.find(
-                ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n
-            )
-            ids = [doc["_id"] async for doc in cursor]
-            if not ids:
-                return []
-            prefix = self._new_token()
-            await self.collection.update_many(*self._batch_update(now, ids, prefix))
+            for _ in range(MAX_EXPIRIES_PER_CLAIM):
+                now = await self._now()
+                cursor = self.collection.find(
+                    ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n - len(jobs)
+                )
+                ids = [doc["_id"] async for doc in cursor]
+                if not ids:
+                    break
+                prefix = self._new_token()
+                sent_at = time.monotonic()
+                try:
+                    result = await self.collection.update_many(
+                        *self._batch_update(now, ids, prefix)
+                    )
+                except pymongo.errors.PyMongoError:
+                    # Not a retryable write: the server may have applied it.
+                    docs = await self._recover_batch(ids, prefix)
+                    if not docs and not jobs:
+                        raise
+                    jobs.extend(AsyncJob(self, doc) for doc in docs)
+                    break
+                received_at = time.monotonic()
+                won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+                docs = self._in_claim_order(ids, [doc async for doc in won])
+                if docs:
+                    self._observe_claim(docs[0], sent_at, received_at)
+                jobs.extend(AsyncJob(self, doc) for doc in docs)
+                expiries = self._batch_expiries(result.modified_count, len(docs))
+                if not expiries or len(jobs) >= n:
+                    break
+        return jobs
+
+    async def _recover_batch(self, ids: list[Any], prefix: str) -> list[Any]:
+        """The jobs a batch claim whose reply was lost did claim ([] if unknown)."""
+        try:
             won = self.collection.find(self._batch_fetch_filter(ids, prefix))
-            docs = [doc async for doc in won]
-            return [AsyncJob(self, doc) for doc in self._in_claim_order(ids, docs)]
+            return self._in_claim_order(ids, [doc async for doc in won])
+        except pymongo.errors.PyMongoError:
+            return []
 
     # ------------------------------------------------------------------ job handle
 
@@ -332,7 +374,7 @@ class AsyncMongoQueue(QueueCore):
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
         with driver_errors():
-            doc = await self.collection.find_one(ops.by_id(job_id))
+            doc = await self.collection.find_one(ops.by_id(self._id_value(job_id)))
         return None if doc is None else self._snapshot(AsyncJob(self, doc))
 
     async def failed(self, limit: int | None = None) -> list[AsyncJob]:
@@ -380,24 +422,17 @@ class AsyncMongoQueue(QueueCore):
                 except pymongo.errors.DuplicateKeyError as exc:
                     raise self._requeue_conflict(job_id) from exc
                 return result.modified_count
+            # One update per failed job, unordered: a job whose key a ready job holds
+            # stays failed alone, and the counts say how many the others were.
+            cursor = self.collection.find(ops.requeue_filter(), {"_id": 1})
+            ids = [doc["_id"] async for doc in cursor]
+            if not ids:
+                return 0
             try:
-                result = await self.collection.update_many(
-                    ops.requeue_filter(), ops.requeue_update()
-                )
-                return result.modified_count
-            except pymongo.errors.DuplicateKeyError:
-                pass
-            # Some keys collide: requeue one by one, leaving the colliding ones failed.
-            count = 0
-            async for doc in self.collection.find(ops.requeue_filter(), {"_id": 1}):
-                try:
-                    result = await self.collection.update_one(
-                        ops.requeue_filter(doc["_id"]), ops.requeue_update()
-                    )
-                except pymongo.errors.DuplicateKeyError:
-                    continue
-                count += result.modified_count
-            return count
+                written = await self.collection.bulk_write(ops.requeue_writes(ids), ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                return self._requeued_despite(exc)
+            return written.modified_count
 
     async def cancel(self, job: AsyncJob | Any) -> bool:
         """Delete a job that is waiting (due or delayed, not held); True if it was.

@@ -48,7 +48,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
 from .errors import InvalidArgument
 from .retry import RetryPolicy
@@ -71,6 +71,7 @@ __all__ = [
     "release_update",
     "requeue_filter",
     "requeue_update",
+    "requeue_writes",
     "state_filter",
     "stats_pipeline",
 ]
@@ -274,9 +275,25 @@ def _choose(condition: Doc, if_true: Doc, if_false: Doc) -> Doc:
 # --------------------------------------------------------------------------- claim
 
 
+def _reached_on_server(field: str) -> Doc:
+    """``$expr``: the server's own clock has reached ``field`` (decided inside the operation)."""
+    return {"$lte": [f"${field}", "$$NOW"]}
+
+
 def claim_filter(now: datetime) -> Doc:
-    """Ready jobs the server's clock has reached: due, backoff over, or lease expired."""
-    return {"state": READY, "visible_at": {"$lte": now}}
+    """Ready jobs the server's clock has reached: due, backoff over, or lease expired.
+
+    ``now`` is the queue's estimate of the server's time: the literal bound on
+    ``visible_at`` bounds the index range. The ``$expr`` decides on the server's
+    own clock, so a lease is never taken over before it has ended on the server,
+    however far ahead the estimate runs (a server clock stepped back, a failover
+    to a primary whose clock is behind, several routers).
+    """
+    return {
+        "state": READY,
+        "visible_at": {"$lte": now},
+        "$expr": _reached_on_server("visible_at"),
+    }
 
 
 def claim_update(
@@ -372,11 +389,12 @@ def heartbeat_update(lease_ms: int) -> Pipeline:
 
 
 def expired_filter(now: datetime) -> Doc:
-    """Held jobs whose lease ended (served by the lease index)."""
+    """Held jobs whose lease ended (served by the lease index), on the server's clock too."""
     return {
         "state": READY,
         "lease_token": {"$type": "string"},
         "lease_expires_at": {"$type": "date", "$lte": now},
+        "$expr": _reached_on_server("lease_expires_at"),
     }
 
 
@@ -404,9 +422,21 @@ def requeue_update() -> Pipeline:
     return [{"$set": {"state": READY, "attempts": 0, "visible_at": "$$NOW", **_NOT_HELD}}]
 
 
+def requeue_writes(job_ids: list[Any]) -> list[UpdateOne]:
+    """``requeue()`` of every failed job: one update per job, for an unordered bulk write.
+
+    A job whose key a ready job holds fails alone (duplicate key); the others are
+    requeued, and the bulk write's counts say how many were.
+    """
+    return [UpdateOne(requeue_filter(job_id), requeue_update()) for job_id in job_ids]
+
+
 def cancel_filter(job_id: Any) -> Doc:
-    """``cancel()``: the job, but only while it waits (ready and not held; due or delayed)."""
-    return {"_id": job_id, "state": READY, "lease_token": {"$not": {"$type": "string"}}}
+    """``cancel()``: the job, but only while it waits (ready and not held; due or delayed).
+
+    The id is a value (``$eq``), never read as operators: ``{"$ne": None}`` names no job.
+    """
+    return {**by_id(job_id), "state": READY, "lease_token": {"$not": {"$type": "string"}}}
 
 
 def size_filter() -> Doc:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from .errors import InvalidArgument, InvalidArgumentType, InvalidPayload, PayloadTooLarge
@@ -158,11 +159,17 @@ def _too_deep(payload: Mapping[str, Any], encoded_size: int) -> bool:
     return False
 
 
-def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
+def encode_payload(
+    payload: object,
+    max_document_bytes: int,
+    codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+) -> RawBSONDocument:
     """Validate ``payload`` and return an immutable BSON snapshot of it.
 
     The snapshot is what gets stored, so later changes to the caller's dict do
-    not reach the job.
+    not reach the job. It is encoded with ``codec_options``, the collection's own
+    (its ``uuid_representation``, ``type_registry``...), so ``put`` accepts what
+    ``insert_one`` on that collection would store.
     """
     if not isinstance(payload, Mapping):
         raise InvalidArgumentType(
@@ -174,7 +181,7 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         data = (
             payload.raw
             if isinstance(payload, RawBSONDocument)
-            else bson.encode(payload, check_keys=True)
+            else bson.encode(payload, check_keys=True, codec_options=codec_options)
         )
     except bson.errors.InvalidDocument as exc:
         try:
@@ -186,6 +193,12 @@ def encode_payload(payload: object, max_document_bytes: int) -> RawBSONDocument:
         raise InvalidPayload("payload is nested too deeply to store") from exc
     except OverflowError as exc:
         raise InvalidPayload(f"payload cannot be stored as BSON: {exc}") from exc
+    except ValueError as exc:
+        # bson refuses a native uuid.UUID unless the collection's codec options
+        # name a uuid_representation.
+        raise InvalidPayload(
+            f"payload cannot be stored as BSON with the collection's codec options: {exc}"
+        ) from exc
     if not isinstance(payload, RawBSONDocument) and _too_deep(payload, len(data)):
         raise InvalidPayload(
             f"payload is nested more than {MAX_PAYLOAD_DEPTH} levels deep; MongoDB stores "

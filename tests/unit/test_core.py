@@ -104,6 +104,7 @@ def test_new_jobs_name_the_bad_payload() -> None:
     from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)
+    core._clock.record(now, sent_at=0.0)  # a queue anchors its clock before it puts
     docs = core._new_jobs([{"a": 1}, {"a": 2}], 0, None, None, None, None, now)
     assert [d["priority"] for d in docs] == [0, 0]
     with pytest.raises(InvalidArgumentType, match=r"payloads\[1\]"):

@@ -23,7 +23,7 @@ def counts(available: int = 0, delayed: int = 0, locked: int = 0, failed: int = 
 
 def test_cancel_filter_names_the_waiting_state() -> None:
     assert ops.cancel_filter(7) == {
-        "_id": 7,
+        "_id": {"$eq": 7},
         "state": "ready",
         "lease_token": {"$not": {"$type": "string"}},
     }

@@ -31,11 +31,20 @@ def test_claim_index_is_equality_sort_range() -> None:
     assert keys[0] == ("state", 1)  # equality
     assert [(k, d) for k, d in keys[1:4]] == ops.CLAIM_SORT  # the sort, in order
     assert keys[4] == ("visible_at", 1)  # range last
-    assert set(ops.claim_filter(NOW)) == {"state", "visible_at"}
+    assert set(ops.claim_filter(NOW)) == {"state", "visible_at", "$expr"}
 
 
 def test_claim_filter_names_the_expected_state() -> None:
-    assert ops.claim_filter(NOW) == {"state": "ready", "visible_at": {"$lte": NOW}}
+    assert ops.claim_filter(NOW) == {
+        "state": "ready",
+        "visible_at": {"$lte": NOW},
+        # Expiry decided on the server's own clock too (issue 10 item 2).
+        "$expr": {"$lte": ["$visible_at", "$$NOW"]},
+    }
+
+
+def test_expired_filter_checks_the_servers_clock() -> None:
+    assert ops.expired_filter(NOW)["$expr"] == {"$lte": ["$lease_expires_at", "$$NOW"]}
 
 
 def test_held_filter_is_fenced_by_token() -> None:
