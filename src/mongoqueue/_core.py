@@ -28,7 +28,7 @@ from .errors import (
     LeaseLost,
 )
 from .job import JobData, finished_handle_message, lease_lost_message
-from .retry import RetryPolicy
+from .retry import NO_BACKOFF, RetryPolicy
 from .validation import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     INT64_MAX,
@@ -49,12 +49,19 @@ __all__ = [
     "MAX_BATCH",
     "MAX_ERROR_CHARS",
     "MAX_EXPIRIES_PER_CLAIM",
+    "QUEUE_DEFAULT_RETRY",
     "QueueConfig",
     "QueueCore",
 ]
 
-#: The default retry policy: full-jitter exponential backoff from 1 s up to 5 min.
+#: The backoff of the new surfaces (the CLI worker, the task layer): full-jitter
+#: exponential backoff from 1 s up to 5 min. ``MongoQueue`` and ``AsyncMongoQueue``
+#: default to ``NO_BACKOFF`` (a failed job is available again at once, as in 0.7.2);
+#: pass ``retry=DEFAULT_RETRY`` (or any ``RetryPolicy``) to back off.
 DEFAULT_RETRY = RetryPolicy()
+
+#: ``MongoQueue``'s and ``AsyncMongoQueue``'s default: the original's immediate retry.
+QUEUE_DEFAULT_RETRY = NO_BACKOFF
 
 #: A claim that meets expired leases records each expiry and tries again; it
 #: gives up (returning None) after this many in one call.
@@ -163,7 +170,7 @@ class QueueCore:
     # ------------------------------------------------------------------ settings
 
     @property
-    def consumer_id(self) -> str:
+    def consumer_id(self) -> str | int:
         return self._config.consumer_id
 
     @property
@@ -327,11 +334,32 @@ class QueueCore:
         return job._token
 
     @staticmethod
-    def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> None:
-        """Take the reply of a fenced update: fresh metadata; keep the token if still held."""
+    def _completed_by(job: JobData) -> bool:
+        """Whether this handle itself completed the job: a second ``complete()`` is a no-op
+        (0.7.2's matched nothing and returned None)."""
+        return job._token is None and job._settled == "complete"
+
+    @staticmethod
+    def _after_complete(job: JobData) -> dict[str, Any]:
+        job._token = None
+        job._settled = "complete"
+        return job.data
+
+    @staticmethod
+    def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Take the reply of a fenced update: fresh metadata; keep the token if still held.
+
+        Returns the job document as it is now (what ``progress()`` and ``release()``
+        return; 0.7.2 returned the document found by its find-and-modify).
+        """
         token = job._token
         job._update(doc)
-        job._token = token if doc.get("lease_token") == token else None
+        if doc.get("lease_token") == token:
+            job._token = token
+        else:
+            job._token = None
+            job._settled = "returned"
+        return job.data
 
     @staticmethod
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
@@ -363,10 +391,9 @@ class QueueCore:
     # ------------------------------------------------------------------ inspection
 
     @staticmethod
-    def _stats_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
-        counts = {key: int(rows[0][key]) if rows else 0 for key in ops.STATS_KEYS}
-        counts["errors"] = counts["failed"]
-        return counts
+    def _count_options(name: str) -> dict[str, Any]:
+        """Options of one count of ``stats()``/``counts()``: ``total`` walks the _id index."""
+        return {"hint": ops.TOTAL_HINT} if name == "total" else {}
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

@@ -27,14 +27,14 @@ from pymongo.collection import Collection
 
 from . import operations as ops
 from ._core import (
-    DEFAULT_RETRY,
     KEY_RETRIES,
     MAX_EXPIRIES_PER_CLAIM,
+    QUEUE_DEFAULT_RETRY,
     QueueCore,
     check_collection,
 )
 from .errors import MongoQueueError, driver_errors
-from .job import JobData, exit_outcome, log_unrecorded_failure
+from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
@@ -59,11 +59,11 @@ class AsyncMongoQueue(QueueCore):
     def __init__(
         self,
         collection: AsyncCollection[Any],
-        consumer_id: str,
+        consumer_id: str | int,
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
     ) -> None:
         check_collection(collection, AsyncCollection, Collection, "AsyncMongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
@@ -89,6 +89,14 @@ class AsyncMongoQueue(QueueCore):
     async def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             await self.ensure_indexes()
+
+    async def close(self) -> None:
+        """Close the ``AsyncMongoClient`` the queue's collection belongs to (as 0.7.2 did).
+
+        Only for a client this queue alone uses: other queues and code on the
+        same client cannot use it afterwards.
+        """
+        await self.collection.database.client.close()
 
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -239,7 +247,9 @@ class AsyncMongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
-    async def _fenced(self, job: AsyncJob, action: str, update: list[dict[str, Any]]) -> None:
+    async def _fenced(
+        self, job: AsyncJob, action: str, update: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
         with driver_errors():
@@ -251,46 +261,59 @@ class AsyncMongoQueue(QueueCore):
             )
             if doc is None:
                 await self._raise_lease_lost(job, action)
-        self._after_fenced(job, doc)
+        return self._after_fenced(job, doc)
 
     async def _raise_lease_lost(self, job: AsyncJob, action: str) -> NoReturn:
         current = await self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    async def _complete(self, job: AsyncJob) -> None:
+    async def _complete(self, job: AsyncJob) -> dict[str, Any] | None:
+        if self._completed_by(job):
+            return None
         token = self._token_of(job, "complete")
         with driver_errors():
             result = await self.collection.delete_one(ops.held(job.id, token))
             if result.deleted_count == 0:
                 await self._raise_lease_lost(job, "complete")
-        job._token = None
+        return self._after_complete(job)
 
     async def _error(self, job: AsyncJob, message: str | None) -> None:
         await self._fenced(job, "record an error for", self._error_update(message))
 
-    async def _progress(self, job: AsyncJob, count: int) -> None:
-        await self._fenced(job, "report progress for", self._progress_update(count))
+    async def _progress(self, job: AsyncJob, count: int) -> dict[str, Any]:
+        return await self._fenced(job, "report progress for", self._progress_update(count))
 
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
 
-    async def _release(self, job: AsyncJob) -> None:
-        await self._fenced(job, "release", ops.release_update())
+    async def _release(self, job: AsyncJob) -> dict[str, Any]:
+        return await self._fenced(job, "release", ops.release_update())
 
     # ------------------------------------------------------------------ inspection
 
     async def size(self) -> int:
-        """Jobs in the queue: waiting, delayed or running (not failed)."""
+        """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         with driver_errors():
             return await self.collection.count_documents(ops.size_filter())
 
-    async def stats(self) -> dict[str, int]:
-        """Counts by state, from one aggregation (see :meth:`MongoQueue.stats`)."""
-        now = await self._now()
+    async def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """One ``count_documents`` per filter, each served by an index."""
         with driver_errors():
-            cursor = await self.collection.aggregate(ops.stats_pipeline(now))
-            rows = [row async for row in cursor]
-        return self._stats_counts(rows)
+            return {
+                name: await self.collection.count_documents(query, **self._count_options(name))
+                for name, query in filters.items()
+            }
+
+    async def stats(self) -> dict[str, int]:
+        """The original's counts: ``available``, ``locked``, ``errors``, ``total``.
+
+        See :meth:`MongoQueue.stats`; :meth:`counts` has the full breakdown.
+        """
+        return ops.stats_from(await self._count_all(ops.stats_filters()))
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs by state (see :meth:`MongoQueue.counts`): a few index-served counts."""
+        return ops.counts_from(await self._count_all(ops.count_filters(await self._now())))
 
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
@@ -372,11 +395,15 @@ class AsyncMongoQueue(QueueCore):
     drop_max_attempts = purge_failed
     """The original mongoqueue's name for :meth:`purge_failed`."""
 
-    async def clear(self) -> int:
-        """Delete every job (the indexes stay). Returns how many were deleted."""
+    async def clear(self) -> None:
+        """Drop the queue's collection, as 0.7.2 did, and create the queue's indexes again.
+
+        See :meth:`MongoQueue.clear`.
+        """
+        self._indexes_ready = False
         with driver_errors():
-            result = await self.collection.delete_many({})
-        return result.deleted_count
+            await self.collection.drop()
+        await self.ensure_indexes()
 
 
 class AsyncJob(JobData):
@@ -397,17 +424,24 @@ class AsyncJob(JobData):
     def queue(self) -> AsyncMongoQueue:
         return self._queue
 
-    async def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        await self._queue._complete(self)
+    async def complete(self) -> dict[str, Any] | None:
+        """Mark the job done and remove it from the queue; returns the job document.
+
+        Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        """
+        return await self._queue._complete(self)
 
     async def error(self, message: str | None = None) -> None:
-        """Record a failed attempt; the job is retried after a backoff, or fails."""
+        """Record a failed attempt: the job is available again (after the queue's
+        backoff, if it has one), or failed once it reached max attempts."""
         await self._queue._error(self, message)
 
-    async def progress(self, count: int = 0) -> None:
-        """Store ``count`` and extend the lease by the queue's timeout from now."""
-        await self._queue._progress(self, count)
+    async def progress(self, count: int = 0) -> dict[str, Any]:
+        """Store ``count`` and extend the lease by the queue's timeout from now.
+
+        Returns the job document (with its new lease).
+        """
+        return await self._queue._progress(self, count)
 
     async def heartbeat(self) -> None:
         """Extend the lease by the queue's timeout from now, keeping the progress count.
@@ -417,9 +451,12 @@ class AsyncJob(JobData):
         """
         await self._queue._heartbeat(self)
 
-    async def release(self) -> None:
-        """Put the job back in the queue at once; its attempts are unchanged."""
-        await self._queue._release(self)
+    async def release(self) -> dict[str, Any]:
+        """Put the job back in the queue at once; its attempts are unchanged.
+
+        Returns the job document.
+        """
+        return await self._queue._release(self)
 
     async def __aenter__(self) -> dict[str, Any]:
         return self.data
@@ -430,6 +467,8 @@ class AsyncJob(JobData):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if settled_by_handle(self):
+            return
         outcome, message = exit_outcome(exc_type, exc, tb)
         if outcome == "complete":
             await self.complete()

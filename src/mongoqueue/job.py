@@ -33,12 +33,15 @@ def _utc(value: Any) -> datetime | None:
 class JobData:
     """Read-only view of a job document (shared by the sync and async handles)."""
 
-    __slots__ = ("_data", "_token")
+    __slots__ = ("_data", "_settled", "_token")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
         token = self._data.get("lease_token")
         self._token: str | None = token if isinstance(token, str) else None
+        #: How this handle itself let go of the job: "complete", "returned" (error or
+        #: release), or None while it holds it (or never did, or lost its lease).
+        self._settled: str | None = None
 
     @property
     def id(self) -> Any:
@@ -86,7 +89,7 @@ class JobData:
         return self._data.get("key")
 
     @property
-    def locked_by(self) -> str | None:
+    def locked_by(self) -> str | int | None:
         return self._data.get("locked_by")
 
     @property
@@ -168,6 +171,16 @@ def exit_outcome(
     return "release", None
 
 
+def settled_by_handle(job: JobData) -> bool:
+    """Whether the handle already completed, errored or released the job itself.
+
+    Leaving ``with job`` then does nothing more (0.7.2's second find-and-modify
+    matched nothing): ``with job: ...; job.complete()`` and a ``job.error()`` inside
+    the block stay what they were.
+    """
+    return job._token is None and job._settled is not None
+
+
 def log_unrecorded_failure(job: JobData, error: MongoQueueError) -> None:
     log.warning("could not record the failure of job %s: %s", job.id, error)
 
@@ -190,17 +203,24 @@ class Job(JobData):
     def queue(self) -> MongoQueue:
         return self._queue
 
-    def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        self._queue._complete(self)
+    def complete(self) -> dict[str, Any] | None:
+        """Mark the job done and remove it from the queue; returns the job document.
+
+        Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        """
+        return self._queue._complete(self)
 
     def error(self, message: str | None = None) -> None:
-        """Record a failed attempt; the job is retried after a backoff, or fails."""
+        """Record a failed attempt: the job is available again (after the queue's
+        backoff, if it has one), or failed once it reached max attempts."""
         self._queue._error(self, message)
 
-    def progress(self, count: int = 0) -> None:
-        """Store ``count`` and extend the lease by the queue's timeout from now."""
-        self._queue._progress(self, count)
+    def progress(self, count: int = 0) -> dict[str, Any]:
+        """Store ``count`` and extend the lease by the queue's timeout from now.
+
+        Returns the job document (with its new lease).
+        """
+        return self._queue._progress(self, count)
 
     def heartbeat(self) -> None:
         """Extend the lease by the queue's timeout from now, keeping the progress count.
@@ -210,9 +230,12 @@ class Job(JobData):
         """
         self._queue._heartbeat(self)
 
-    def release(self) -> None:
-        """Put the job back in the queue at once; its attempts are unchanged."""
-        self._queue._release(self)
+    def release(self) -> dict[str, Any]:
+        """Put the job back in the queue at once; its attempts are unchanged.
+
+        Returns the job document.
+        """
+        return self._queue._release(self)
 
     def __enter__(self) -> dict[str, Any]:
         return self.data
@@ -223,6 +246,8 @@ class Job(JobData):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if settled_by_handle(self):
+            return
         outcome, message = exit_outcome(exc_type, exc, tb)
         if outcome == "complete":
             self.complete()

@@ -23,6 +23,7 @@ from ._core import (
     KEY_RETRIES,
     MAX_BATCH,
     MAX_EXPIRIES_PER_CLAIM,
+    QUEUE_DEFAULT_RETRY,
     QueueConfig,
     QueueCore,
     check_collection,
@@ -48,18 +49,20 @@ class MongoQueue(QueueCore):
     ``timeout`` is the lease in seconds: how long a consumer may hold a job
     without ``progress()`` before the job is delivered again. A job that fails
     ``max_attempts`` times (errors or expired leases) is *failed* and kept until
-    requeued or purged. ``retry`` sets the backoff between deliveries.
+    requeued or purged. ``retry`` sets the backoff between deliveries: by default
+    none, as in mongoqueue 0.7.2 (a failed job is available again at once);
+    ``retry=RetryPolicy(...)`` (or ``DEFAULT_RETRY``) backs off.
     :class:`~mongoqueue.AsyncMongoQueue` is its asyncio twin.
     """
 
     def __init__(
         self,
         collection: Collection[Any],
-        consumer_id: str,
+        consumer_id: str | int,
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
     ) -> None:
         check_collection(collection, Collection, AsyncCollection, "MongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
@@ -85,6 +88,14 @@ class MongoQueue(QueueCore):
     def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             self.ensure_indexes()
+
+    def close(self) -> None:
+        """Close the ``MongoClient`` the queue's collection belongs to (as 0.7.2 did).
+
+        Only for a client this queue alone uses: other queues and code on the
+        same client cannot use it afterwards.
+        """
+        self.collection.database.client.close()
 
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -246,7 +257,7 @@ class MongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
-    def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> None:
+    def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
         with driver_errors():
@@ -258,48 +269,65 @@ class MongoQueue(QueueCore):
             )
             if doc is None:
                 self._raise_lease_lost(job, action)
-        self._after_fenced(job, doc)
+        return self._after_fenced(job, doc)
 
     def _raise_lease_lost(self, job: Job, action: str) -> NoReturn:
         current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    def _complete(self, job: Job) -> None:
+    def _complete(self, job: Job) -> dict[str, Any] | None:
+        if self._completed_by(job):
+            return None
         token = self._token_of(job, "complete")
         with driver_errors():
             if self.collection.delete_one(ops.held(job.id, token)).deleted_count == 0:
                 self._raise_lease_lost(job, "complete")
-        job._token = None
+        return self._after_complete(job)
 
     def _error(self, job: Job, message: str | None) -> None:
         self._fenced(job, "record an error for", self._error_update(message))
 
-    def _progress(self, job: Job, count: int) -> None:
-        self._fenced(job, "report progress for", self._progress_update(count))
+    def _progress(self, job: Job, count: int) -> dict[str, Any]:
+        return self._fenced(job, "report progress for", self._progress_update(count))
 
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
 
-    def _release(self, job: Job) -> None:
-        self._fenced(job, "release", ops.release_update())
+    def _release(self, job: Job) -> dict[str, Any]:
+        return self._fenced(job, "release", ops.release_update())
 
     # ------------------------------------------------------------------ inspection
 
     def size(self) -> int:
-        """Jobs in the queue: waiting, delayed or running (not failed)."""
+        """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         with driver_errors():
             return self.collection.count_documents(ops.size_filter())
 
-    def stats(self) -> dict[str, int]:
-        """Counts by state, from one aggregation.
-
-        ``available`` (claimable now), ``delayed`` (waiting for their time or a
-        backoff), ``locked`` (held; ``expired`` of them past their lease),
-        ``failed`` (also as ``errors``, the original's name) and ``total``.
-        """
+    def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """One ``count_documents`` per filter, each served by an index."""
         with driver_errors():
-            rows = list(self.collection.aggregate(ops.stats_pipeline(self._now())))
-        return self._stats_counts(rows)
+            return {
+                name: self.collection.count_documents(query, **self._count_options(name))
+                for name, query in filters.items()
+            }
+
+    def stats(self) -> dict[str, int]:
+        """The original's counts: ``available``, ``locked``, ``errors``, ``total``.
+
+        ``available``: jobs not held and not failed (delayed ones included);
+        ``locked``: held by a consumer (expired leases included); ``errors``: jobs
+        that reached max attempts; ``total``: every document. :meth:`counts` has
+        the full breakdown.
+        """
+        return ops.stats_from(self._count_all(ops.stats_filters()))
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state: ``waiting``, ``delayed``, ``running`` (``lease_expired`` of
+        them past their lease), ``failed``, ``completed``, ``cancelled``, ``total``.
+
+        A few counts, each an index scan (no document is read); not a snapshot.
+        """
+        return ops.counts_from(self._count_all(ops.count_filters(self._now())))
 
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
@@ -386,7 +414,14 @@ class MongoQueue(QueueCore):
     drop_max_attempts = purge_failed
     """The original mongoqueue's name for :meth:`purge_failed`."""
 
-    def clear(self) -> int:
-        """Delete every job (the indexes stay). Returns how many were deleted."""
+    def clear(self) -> None:
+        """Drop the queue's collection, as 0.7.2 did, and create the queue's indexes again.
+
+        Every job goes, and so does anything else on the collection (your own
+        indexes, validation rules). The indexes are re-created at once, so other
+        consumers that already made them keep claiming through them.
+        """
+        self._indexes_ready = False
         with driver_errors():
-            return self.collection.delete_many({}).deleted_count
+            self.collection.drop()
+        self.ensure_indexes()

@@ -78,10 +78,9 @@ def test_lease_lost_lets_the_handle_go_and_says_why() -> None:
     assert "claimed again by 'c2'" in str(error)
 
 
-def test_stats_of_an_empty_collection() -> None:
-    counts = QueueCore._stats_counts([])
-    assert counts["total"] == 0
-    assert counts["errors"] == counts["failed"] == 0
+def test_only_the_total_count_walks_the_id_index() -> None:
+    assert QueueCore._count_options("total") == {"hint": "_id_"}
+    assert QueueCore._count_options("failed") == {}
 
 
 def test_requeue_target_takes_any_handle_or_an_id() -> None:
