@@ -78,6 +78,9 @@ MAX_ERROR_CHARS = 64 * 1024
 #: between its insert and its lookup.
 KEY_RETRIES = 5
 
+#: Server error code of a ``hint`` naming no existing index (among other bad values).
+_BAD_VALUE = 2
+
 #: Server error codes of ``createIndexes`` meaning "an index with this name differs".
 _INDEX_CONFLICT_CODES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
@@ -391,9 +394,10 @@ class QueueCore:
     # ------------------------------------------------------------------ inspection
 
     @staticmethod
-    def _count_options(name: str) -> dict[str, Any]:
-        """Options of one count of ``stats()``/``counts()``: ``total`` walks the _id index."""
-        return {"hint": ops.TOTAL_HINT} if name == "total" else {}
+    def _is_missing_index(exc: pymongo.errors.OperationFailure) -> bool:
+        """A hinted count met no such index: the collection was dropped (by ``clear()``
+        elsewhere) after this queue made its indexes; make them again and retry."""
+        return exc.code == _BAD_VALUE and "hint" in str(exc)
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

@@ -297,12 +297,22 @@ class AsyncMongoQueue(QueueCore):
             return await self.collection.count_documents(ops.size_filter())
 
     async def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """One ``count_documents`` per filter, each served by an index."""
+        """One ``count_documents`` per filter, each walking the index that serves it."""
+        await self._ensure_ready()
         with driver_errors():
-            return {
-                name: await self.collection.count_documents(query, **self._count_options(name))
-                for name, query in filters.items()
-            }
+            try:
+                return await self._count_each(filters)
+            except pymongo.errors.OperationFailure as exc:
+                if not self._is_missing_index(exc):
+                    raise
+            await self.ensure_indexes()
+            return await self._count_each(filters)
+
+    async def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        return {
+            name: await self.collection.count_documents(query, hint=ops.count_hint(query))
+            for name, query in filters.items()
+        }
 
     async def stats(self) -> dict[str, int]:
         """The original's counts: ``available``, ``locked``, ``errors``, ``total``.

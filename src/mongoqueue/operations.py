@@ -61,6 +61,7 @@ __all__ = [
     "claim_filter",
     "claim_update",
     "count_filters",
+    "count_hint",
     "counts_from",
     "expired_filter",
     "fail_update",
@@ -430,10 +431,12 @@ def size_filter() -> Doc:
 # index serves, never a scan of the documents: ``state`` equality (with a range
 # on ``visible_at``) is a prefix of the claim index; held jobs are exactly the
 # entries of the partial lease index (``lease_expires_at`` is a date only while
-# a job is held); ``total`` walks the ``_id`` index (``TOTAL_HINT``). A count
-# examines one index key per job it counts, and no document. The counts are read
-# one after another, not as a snapshot: a job that changes state between two
-# reads can be off by one in the derived figures, which are clamped at zero.
+# a job is held); ``total`` walks the ``_id`` index. Each count names its index
+# (``count_hint``), so no planner can choose a collection scan. On mongod a count
+# reads index keys only (no document is needed to count), one key per job in the
+# index range. The counts are read one after another, not as a snapshot: a job
+# that changes state between two reads can be off by one in the derived figures,
+# which are clamped at zero.
 
 #: The ``hint`` of the ``total`` count: the ``_id`` index holds every document.
 TOTAL_HINT = "_id_"
@@ -454,6 +457,17 @@ COUNT_KEYS = (
 )
 
 
+def count_hint(query: Doc) -> str:
+    """The index a count of ``query`` (one of the counting filters) walks."""
+    if "state" in query:
+        return str(CLAIM_INDEX.document["name"])
+    if "lease_expires_at" in query:
+        return str(LEASE_INDEX.document["name"])
+    if not query:
+        return TOTAL_HINT
+    raise InvalidArgument(f"no index serves a count of {query!r}")
+
+
 def held_filter() -> Doc:
     """Jobs held by a consumer: the partial lease index's own filter."""
     return {"lease_expires_at": {"$type": "date"}}
@@ -465,7 +479,7 @@ def lease_expired_filter(now: datetime) -> Doc:
 
 
 def stats_filters() -> dict[str, Doc]:
-    """The counts ``stats()`` sends, by name (``total`` with ``hint=TOTAL_HINT``)."""
+    """The counts ``stats()`` sends, by name (each with ``hint=count_hint(query)``)."""
     return {
         "ready": {"state": READY},
         "held": held_filter(),
@@ -492,7 +506,7 @@ def stats_from(raw: dict[str, int]) -> dict[str, int]:
 
 
 def count_filters(now: datetime) -> dict[str, Doc]:
-    """The counts ``counts()`` sends, by name (``total`` with ``hint=TOTAL_HINT``).
+    """The counts ``counts()`` sends, by name (each with ``hint=count_hint(query)``).
 
     A held job's ``visible_at`` is its lease end, so ``due`` counts the waiting
     jobs plus the held ones past their lease, and ``not_due`` the delayed jobs

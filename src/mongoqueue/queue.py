@@ -304,12 +304,22 @@ class MongoQueue(QueueCore):
             return self.collection.count_documents(ops.size_filter())
 
     def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """One ``count_documents`` per filter, each served by an index."""
+        """One ``count_documents`` per filter, each walking the index that serves it."""
+        self._ensure_ready()
         with driver_errors():
-            return {
-                name: self.collection.count_documents(query, **self._count_options(name))
-                for name, query in filters.items()
-            }
+            try:
+                return self._count_each(filters)
+            except pymongo.errors.OperationFailure as exc:
+                if not self._is_missing_index(exc):
+                    raise
+            self.ensure_indexes()
+            return self._count_each(filters)
+
+    def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        return {
+            name: self.collection.count_documents(query, hint=ops.count_hint(query))
+            for name, query in filters.items()
+        }
 
     def stats(self) -> dict[str, int]:
         """The original's counts: ``available``, ``locked``, ``errors``, ``total``.

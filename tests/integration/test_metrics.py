@@ -95,9 +95,7 @@ def test_an_async_worker_feeds_the_same_metrics(collection, mongodb_uri) -> None
 def expire_lease(collection: Any, job: Job) -> None:
     """Move a held job's lease end into the past, as if its consumer had stalled."""
     past = datetime.now(timezone.utc) - timedelta(hours=1)
-    collection.update_one(
-        {"_id": job.id}, {"$set": {"lease_expires_at": past, "visible_at": past}}
-    )
+    collection.update_one({"_id": job.id}, {"$set": {"lease_expires_at": past, "visible_at": past}})
 
 
 class Commands(monitoring.CommandListener):

@@ -142,9 +142,10 @@ def _served_by_an_index(query: dict) -> bool:
     if set(query) <= {"state", "visible_at"} and isinstance(query.get("state"), str):
         return True
     lease = ops.LEASE_INDEX.document["partialFilterExpression"]
-    return set(query) == {"lease_expires_at"} and lease["lease_expires_at"].items() <= query[
-        "lease_expires_at"
-    ].items()
+    return (
+        set(query) == {"lease_expires_at"}
+        and lease["lease_expires_at"].items() <= query["lease_expires_at"].items()
+    )
 
 
 def test_stats_filters_are_served_by_indexes() -> None:
@@ -161,17 +162,35 @@ def test_count_filters_are_served_by_indexes() -> None:
     assert filters["not_due"] == {"state": "ready", "visible_at": {"$gt": NOW}}
     assert filters["lease_expired"] == {"lease_expires_at": {"$type": "date", "$lte": NOW}}
     assert filters["total"] == {}
-    assert ops.TOTAL_HINT == "_id_"
+
+
+def test_every_count_names_its_index() -> None:
+    hints = {name: ops.count_hint(q) for name, q in ops.count_filters(NOW).items()}
+    assert hints == {
+        "due": "mongoqueue_claim",
+        "not_due": "mongoqueue_claim",
+        "running": "mongoqueue_lease",
+        "lease_expired": "mongoqueue_lease",
+        "failed": "mongoqueue_claim",
+        "completed": "mongoqueue_claim",
+        "cancelled": "mongoqueue_claim",
+        "total": "_id_",
+    }
+    assert {ops.count_hint(q) for q in ops.stats_filters().values()} == set(hints.values())
 
 
 def test_stats_has_exactly_the_original_keys() -> None:
     raw = {"ready": 7, "held": 2, "failed": 1, "total": 11}
     assert ops.stats_from(raw) == {"available": 5, "locked": 2, "errors": 1, "total": 11}
-    assert tuple(ops.stats_from(raw)) == ops.STATS_KEYS == (
-        "available",
-        "locked",
-        "errors",
-        "total",
+    assert (
+        tuple(ops.stats_from(raw))
+        == ops.STATS_KEYS
+        == (
+            "available",
+            "locked",
+            "errors",
+            "total",
+        )
     )
 
 
