@@ -155,6 +155,12 @@ class Blocking:
             )
         return self._wrap(value)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Blocking.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._target, name, value)
+
     def __enter__(self) -> Any:
         return self._run(self._target.__aenter__())
 

@@ -172,17 +172,32 @@ class QueueCore:
 
     # ------------------------------------------------------------------ settings
 
+    # 0.7.2 kept these as plain attributes, so old code may set them after
+    # construction; each assignment is checked like the constructor's argument.
+
     @property
     def consumer_id(self) -> str | int:
         return self._config.consumer_id
+
+    @consumer_id.setter
+    def consumer_id(self, value: str | int) -> None:
+        self._config = QueueConfig(value, self.timeout, self.max_attempts, self.retry)
 
     @property
     def timeout(self) -> float:
         return self._config.timeout
 
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._config = QueueConfig(self.consumer_id, value, self.max_attempts, self.retry)
+
     @property
     def max_attempts(self) -> int:
         return self._config.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._config = QueueConfig(self.consumer_id, self.timeout, value, self.retry)
 
     @property
     def retry(self) -> RetryPolicy:

@@ -20,7 +20,9 @@ from mongoqueue import (
     DEFAULT_RETRY,
     NO_BACKOFF,
     AsyncMongoQueue,
+    InvalidArgument,
     InvalidArgumentType,
+    Job,
     LeaseLost,
     MongoQueue,
     RetryPolicy,
@@ -351,3 +353,41 @@ def test_close_closes_the_client(api, mongodb_uri) -> None:
     with MongoClient(mongodb_uri) as check:
         assert check.compat_close.jobs.count_documents({}) == 1
         check.drop_database("compat_close")
+
+
+# ------------------------------------------------------------------ the original's names
+
+
+def test_the_original_module_path_still_imports() -> None:
+    from mongoqueue.mongoqueue import Job as OldJob
+    from mongoqueue.mongoqueue import MongoQueue as OldQueue
+
+    assert OldQueue is MongoQueue
+    assert OldJob is Job
+
+
+def test_settings_can_be_set_after_construction(api) -> None:
+    queue = api.queue("c")
+    queue.timeout = 600  # plain attributes in 0.7.2
+    queue.max_attempts = 1
+    queue.consumer_id = "renamed"
+    assert (queue.timeout, queue.max_attempts, queue.consumer_id) == (600, 1, "renamed")
+    queue.put({"a": 1})
+    job = queue.next()
+    assert job.locked_by == "renamed"
+    job.error("once")
+    assert queue.stats()["errors"] == 1  # max_attempts=1 applied
+    with pytest.raises(InvalidArgument, match="timeout"):
+        queue.timeout = -1
+
+
+@pytest.mark.parametrize("bad", ["a string", [1, 2], 42])
+def test_a_payload_that_is_not_a_document_is_refused_clearly(queue, bad) -> None:
+    with pytest.raises(InvalidArgumentType, match="payload"):
+        queue.put(bad)  # 0.7.2 stored any value; its README says a dictionary
+    assert queue.stats()["total"] == 0
+
+
+def test_a_priority_that_is_not_an_int_is_refused_clearly(queue) -> None:
+    with pytest.raises(InvalidArgumentType, match="priority must be an int"):
+        queue.put({"a": 1}, priority=1.5)
