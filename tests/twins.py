@@ -22,7 +22,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.collection import Collection
 
-from mongoqueue import DEFAULT_RETRY, AsyncJob, AsyncMongoQueue, Job, MongoQueue, RetryPolicy
+from mongoqueue import AsyncJob, AsyncMongoQueue, Job, MongoQueue, RetryPolicy
 
 # ------------------------------------------------------------------ drift check
 
@@ -155,6 +155,12 @@ class Blocking:
             )
         return self._wrap(value)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Blocking.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._target, name, value)
+
     def __enter__(self) -> Any:
         return self._run(self._target.__aenter__())
 
@@ -180,9 +186,11 @@ class SyncAPI:
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        return MongoQueue(self.collection, consumer_id, timeout, max_attempts, retry=retry)
+        """A queue with the queue's own default retry unless ``retry`` is given."""
+        options = {} if retry is None else {"retry": retry}
+        return MongoQueue(self.collection, consumer_id, timeout, max_attempts, **options)
 
     def job(self, queue: Any, data: Mapping[str, Any]) -> Any:
         """A handle of ``queue`` on ``data`` (as a stale copy of a claim, say)."""
@@ -213,10 +221,11 @@ class AsyncAPI(SyncAPI):
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
     ) -> Any:
+        options = {} if retry is None else {"retry": retry}
         queue = AsyncMongoQueue(
-            self.async_collection, consumer_id, timeout, max_attempts, retry=retry
+            self.async_collection, consumer_id, timeout, max_attempts, **options
         )
         return Blocking(queue, self.loop)
 

@@ -31,7 +31,7 @@ from .errors import (
     LeaseLost,
 )
 from .job import JobData, finished_handle_message, lease_lost_message
-from .retry import RetryPolicy
+from .retry import NO_BACKOFF, RetryPolicy
 from .validation import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     INT64_MAX,
@@ -52,12 +52,19 @@ __all__ = [
     "MAX_BATCH",
     "MAX_ERROR_CHARS",
     "MAX_EXPIRIES_PER_CLAIM",
+    "QUEUE_DEFAULT_RETRY",
     "QueueConfig",
     "QueueCore",
 ]
 
-#: The default retry policy: full-jitter exponential backoff from 1 s up to 5 min.
+#: The backoff of the new surfaces (the CLI worker, the task layer): full-jitter
+#: exponential backoff from 1 s up to 5 min. ``MongoQueue`` and ``AsyncMongoQueue``
+#: default to ``NO_BACKOFF`` (a failed job is available again at once, as in 0.7.2);
+#: pass ``retry=DEFAULT_RETRY`` (or any ``RetryPolicy``) to back off.
 DEFAULT_RETRY = RetryPolicy()
+
+#: ``MongoQueue``'s and ``AsyncMongoQueue``'s default: the original's immediate retry.
+QUEUE_DEFAULT_RETRY = NO_BACKOFF
 
 #: A claim that meets expired leases records each expiry and tries again; it
 #: gives up (returning None) after this many in one call.
@@ -73,6 +80,9 @@ MAX_ERROR_CHARS = 64 * 1024
 #: How many times ``put(key=...)`` retries when the job holding the key finished
 #: between its insert and its lookup.
 KEY_RETRIES = 5
+
+#: Server error code of a ``hint`` naming no existing index (among other bad values).
+_BAD_VALUE = 2
 
 #: Server error codes of ``createIndexes`` meaning "an index with this name differs".
 _INDEX_CONFLICT_CODES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
@@ -181,17 +191,32 @@ class QueueCore:
 
     # ------------------------------------------------------------------ settings
 
+    # 0.7.2 kept these as plain attributes, so old code may set them after
+    # construction; each assignment is checked like the constructor's argument.
+
     @property
-    def consumer_id(self) -> str:
+    def consumer_id(self) -> str | int:
         return self._config.consumer_id
+
+    @consumer_id.setter
+    def consumer_id(self, value: str | int) -> None:
+        self._config = QueueConfig(value, self.timeout, self.max_attempts, self.retry)
 
     @property
     def timeout(self) -> float:
         return self._config.timeout
 
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._config = QueueConfig(self.consumer_id, value, self.max_attempts, self.retry)
+
     @property
     def max_attempts(self) -> int:
         return self._config.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._config = QueueConfig(self.consumer_id, self.timeout, value, self.retry)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -368,11 +393,32 @@ class QueueCore:
         return job._token
 
     @staticmethod
-    def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> None:
-        """Take the reply of a fenced update: fresh metadata; keep the token if still held."""
+    def _completed_by(job: JobData) -> bool:
+        """Whether this handle itself completed the job: a second ``complete()`` is a no-op
+        (0.7.2's matched nothing and returned None)."""
+        return job._token is None and job._settled == "complete"
+
+    @staticmethod
+    def _after_complete(job: JobData) -> dict[str, Any]:
+        job._token = None
+        job._settled = "complete"
+        return job.data
+
+    @staticmethod
+    def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Take the reply of a fenced update: fresh metadata; keep the token if still held.
+
+        Returns the job document as it is now (what ``progress()`` and ``release()``
+        return; 0.7.2 returned the document found by its find-and-modify).
+        """
         token = job._token
         job._update(doc)
-        job._token = token if doc.get("lease_token") == token else None
+        if doc.get("lease_token") == token:
+            job._token = token
+        else:
+            job._token = None
+            job._settled = "returned"
+        return job.data
 
     @staticmethod
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
@@ -404,10 +450,10 @@ class QueueCore:
     # ------------------------------------------------------------------ inspection
 
     @staticmethod
-    def _stats_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
-        counts = {key: int(rows[0][key]) if rows else 0 for key in ops.STATS_KEYS}
-        counts["errors"] = counts["failed"]
-        return counts
+    def _is_missing_index(exc: pymongo.errors.OperationFailure) -> bool:
+        """A hinted count met no such index: the collection was dropped (by ``clear()``
+        elsewhere) after this queue made its indexes; make them again and retry."""
+        return exc.code == _BAD_VALUE and "hint" in str(exc)
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

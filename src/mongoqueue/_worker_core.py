@@ -174,7 +174,7 @@ class WorkerCore:
         """Seconds between two passes of the heartbeat loop."""
         return min(self.heartbeat, MAX_TICK_SECONDS)
 
-    def _abandon_message(self, consumer_id: str) -> str:
+    def _abandon_message(self, consumer_id: str | int) -> str:
         return (
             f"abandoned: the handler was still running after the hard limit of "
             f"{self.hard_limit}s (worker {consumer_id})"
@@ -210,7 +210,7 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def describe(kind: str, full_name: str, consumer_id: str, concurrency: int) -> str:
+def describe(kind: str, full_name: str, consumer_id: str | int, concurrency: int) -> str:
     return f"<{kind} {full_name} consumer={consumer_id!r} concurrency={concurrency}>"
 
 
@@ -236,7 +236,7 @@ def check_handler(handler: object, want_async: bool) -> None:
 
 
 def log_started(
-    consumer_id: str, full_name: str, concurrency: int, lease: float, beat: float
+    consumer_id: str | int, full_name: str, concurrency: int, lease: float, beat: float
 ) -> None:
     log.info(
         "worker %s started on %s (concurrency %d, lease %ss, heartbeat %ss)",
@@ -248,7 +248,7 @@ def log_started(
     )
 
 
-def log_stopped(consumer_id: str, counts: Mapping[str, int]) -> None:
+def log_stopped(consumer_id: str | int, counts: Mapping[str, int]) -> None:
     log.info("worker %s stopped: %s", consumer_id, dict(counts))
 
 
@@ -263,6 +263,12 @@ def log_failure() -> None:
 
 def log_reconnect(exc: Exception, pause: float) -> None:
     log.warning("%s; retrying in %.1fs", exc, pause)
+
+
+def nothing_left(stats: Mapping[str, int]) -> bool:
+    """Whether ``queue.stats()`` shows no job left to run: none available (waiting or
+    delayed) and none locked. Failed jobs (``errors``) do not keep a burst worker going."""
+    return stats["available"] + stats["locked"] == 0
 
 
 def log_burst_done() -> None:

@@ -33,12 +33,13 @@ from ._core import (
     KEY_RETRIES,
     MAX_BATCH,
     MAX_EXPIRIES_PER_CLAIM,
+    QUEUE_DEFAULT_RETRY,
     QueueConfig,
     QueueCore,
     check_queue_collection,
 )
 from .errors import MongoQueueError, driver_errors
-from .job import JobData, exit_outcome, log_unrecorded_failure
+from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
@@ -65,7 +66,9 @@ class AsyncMongoQueue(QueueCore):
     ``timeout`` is the lease in seconds: how long a consumer may hold a job
     without ``progress()`` before the job is delivered again. A job that fails
     ``max_attempts`` times (errors or expired leases) is *failed* and kept until
-    requeued or purged. ``retry`` sets the backoff between deliveries.
+    requeued or purged. ``retry`` sets the backoff between deliveries: by default
+    none, as in mongoqueue 0.7.2 (a failed job is available again at once);
+    ``retry=RetryPolicy(...)`` (or ``DEFAULT_RETRY``) backs off.
     :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
     (on pymongo's asyncio client, every method a coroutine) are twins with the
     same settings, methods, semantics and errors; sync and async consumers may
@@ -75,11 +78,11 @@ class AsyncMongoQueue(QueueCore):
     def __init__(
         self,
         collection: AsyncCollection[Any],
-        consumer_id: str,
+        consumer_id: str | int,
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
     ) -> None:
         check_queue_collection(collection, "AsyncMongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
@@ -108,6 +111,14 @@ class AsyncMongoQueue(QueueCore):
     async def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             await self.ensure_indexes()
+
+    async def close(self) -> None:
+        """Close the ``AsyncMongoClient`` the queue's collection belongs to (as 0.7.2 did).
+
+        Only for a client this queue alone uses: other queues and code on the
+        same client cannot use it afterwards.
+        """
+        await self.collection.database.client.close()
 
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -313,7 +324,9 @@ class AsyncMongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
-    async def _fenced(self, job: AsyncJob, action: str, update: list[dict[str, Any]]) -> None:
+    async def _fenced(
+        self, job: AsyncJob, action: str, update: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
         with driver_errors():
@@ -325,51 +338,76 @@ class AsyncMongoQueue(QueueCore):
             )
             if doc is None:
                 await self._raise_lease_lost(job, action)
-        self._after_fenced(job, doc)
+        return self._after_fenced(job, doc)
 
     async def _raise_lease_lost(self, job: AsyncJob, action: str) -> NoReturn:
         current = await self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    async def _complete(self, job: AsyncJob) -> None:
+    async def _complete(self, job: AsyncJob) -> dict[str, Any] | None:
+        if self._completed_by(job):
+            return None
         token = self._token_of(job, "complete")
         with driver_errors():
             result = await self.collection.delete_one(ops.held(job.id, token))
             if result.deleted_count == 0:
                 await self._raise_lease_lost(job, "complete")
-        job._token = None
+        return self._after_complete(job)
 
     async def _error(self, job: AsyncJob, message: str | None) -> None:
         await self._fenced(job, "record an error for", self._error_update(message))
 
-    async def _progress(self, job: AsyncJob, count: int) -> None:
-        await self._fenced(job, "report progress for", self._progress_update(count))
+    async def _progress(self, job: AsyncJob, count: int) -> dict[str, Any]:
+        return await self._fenced(job, "report progress for", self._progress_update(count))
 
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
 
-    async def _release(self, job: AsyncJob) -> None:
-        await self._fenced(job, "release", ops.release_update())
+    async def _release(self, job: AsyncJob) -> dict[str, Any]:
+        return await self._fenced(job, "release", ops.release_update())
 
     # ------------------------------------------------------------------ inspection
 
     async def size(self) -> int:
-        """Jobs in the queue: waiting, delayed or running (not failed)."""
+        """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         with driver_errors():
             return await self.collection.count_documents(ops.size_filter())
 
-    async def stats(self) -> dict[str, int]:
-        """Counts by state, from one aggregation.
-
-        ``available`` (claimable now), ``delayed`` (waiting for their time or a
-        backoff), ``locked`` (held; ``expired`` of them past their lease),
-        ``failed`` (also as ``errors``, the original's name) and ``total``.
-        """
-        now = await self._now()
+    async def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """One ``count_documents`` per filter, each walking the index that serves it."""
+        await self._ensure_ready()
         with driver_errors():
-            cursor = await self.collection.aggregate(ops.stats_pipeline(now))
-            rows = [row async for row in cursor]
-        return self._stats_counts(rows)
+            try:
+                return await self._count_each(filters)
+            except pymongo.errors.OperationFailure as exc:
+                if not self._is_missing_index(exc):
+                    raise
+            await self.ensure_indexes()
+            return await self._count_each(filters)
+
+    async def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        return {
+            name: await self.collection.count_documents(query, hint=ops.count_hint(query))
+            for name, query in filters.items()
+        }
+
+    async def stats(self) -> dict[str, int]:
+        """The original's counts: ``available``, ``locked``, ``errors``, ``total``.
+
+        ``available``: jobs not held and not failed (delayed ones included);
+        ``locked``: held by a consumer (expired leases included); ``errors``: jobs
+        that reached max attempts; ``total``: every document. :meth:`counts` has
+        the full breakdown.
+        """
+        return ops.stats_from(await self._count_all(ops.stats_filters()))
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs by state: ``waiting``, ``delayed``, ``running`` (``lease_expired`` of
+        them past their lease), ``failed``, ``completed``, ``cancelled``, ``total``.
+
+        A few counts, each an index scan (no document is read); not a snapshot.
+        """
+        return ops.counts_from(await self._count_all(ops.count_filters(await self._now())))
 
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
@@ -455,11 +493,15 @@ class AsyncMongoQueue(QueueCore):
     drop_max_attempts = purge_failed
     """The original mongoqueue's name for :meth:`purge_failed`."""
 
-    async def clear(self) -> int:
-        """Delete every job (the indexes stay). Returns how many were deleted."""
+    async def clear(self) -> None:
+        """Drop the queue's collection, as 0.7.2 did, and create the queue's indexes again.
+
+        See :meth:`MongoQueue.clear`.
+        """
+        self._indexes_ready = False
         with driver_errors():
-            result = await self.collection.delete_many({})
-        return result.deleted_count
+            await self.collection.drop()
+        await self.ensure_indexes()
 
 
 class AsyncJob(JobData):
@@ -482,17 +524,24 @@ class AsyncJob(JobData):
     def queue(self) -> AsyncMongoQueue:
         return self._queue
 
-    async def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        await self._queue._complete(self)
+    async def complete(self) -> dict[str, Any] | None:
+        """Mark the job done and remove it from the queue; returns the job document.
+
+        Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        """
+        return await self._queue._complete(self)
 
     async def error(self, message: str | None = None) -> None:
-        """Record a failed attempt; the job is retried after a backoff, or fails."""
+        """Record a failed attempt: the job is available again (after the queue's
+        backoff, if it has one), or failed once it reached max attempts."""
         await self._queue._error(self, message)
 
-    async def progress(self, count: int = 0) -> None:
-        """Store ``count`` and extend the lease by the queue's timeout from now."""
-        await self._queue._progress(self, count)
+    async def progress(self, count: int = 0) -> dict[str, Any]:
+        """Store ``count`` and extend the lease by the queue's timeout from now.
+
+        Returns the job document (with its new lease).
+        """
+        return await self._queue._progress(self, count)
 
     async def heartbeat(self) -> None:
         """Extend the lease by the queue's timeout from now, keeping the progress count.
@@ -502,9 +551,12 @@ class AsyncJob(JobData):
         """
         await self._queue._heartbeat(self)
 
-    async def release(self) -> None:
-        """Put the job back in the queue at once; its attempts are unchanged."""
-        await self._queue._release(self)
+    async def release(self) -> dict[str, Any]:
+        """Put the job back in the queue at once; its attempts are unchanged.
+
+        Returns the job document.
+        """
+        return await self._queue._release(self)
 
     async def __aenter__(self) -> dict[str, Any]:
         return self.data
@@ -515,6 +567,8 @@ class AsyncJob(JobData):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if settled_by_handle(self):
+            return
         outcome, message = exit_outcome(exc_type, exc, tb)
         if outcome == "complete":
             await self.complete()

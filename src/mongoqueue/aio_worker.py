@@ -68,6 +68,7 @@ from ._worker_core import (
     log_stopped,
     log_unreleased,
     log_waiting,
+    nothing_left,
 )
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
@@ -109,7 +110,7 @@ class AsyncRunningJob(RunningState[AsyncJob]):
         #: The worker stopped waiting for the cancelled handler and moved on.
         self.left_behind = False
 
-    async def settle(self, outcome: Outcome, action: Callable[[], Awaitable[None]]) -> bool:
+    async def settle(self, outcome: Outcome, action: Callable[[], Awaitable[object]]) -> bool:
         """Run ``action`` unless the job is already settled (see ``RunningJob.settle``)."""
         async with self.lock:
             if not self.claim(outcome):
@@ -243,7 +244,7 @@ class AsyncWorker(WorkerCore):
                     job is None
                     and self.burst
                     and self.running == 0
-                    and await self.queue.size() == 0
+                    and nothing_left(await self.queue.stats())
                 ):
                     log_burst_done()
                     return
@@ -342,7 +343,7 @@ class AsyncWorker(WorkerCore):
             log_failed(running, exc)
 
     async def _settle(
-        self, running: AsyncRunningJob, outcome: Outcome, action: Callable[[], Awaitable[None]]
+        self, running: AsyncRunningJob, outcome: Outcome, action: Callable[[], Awaitable[object]]
     ) -> bool:
         try:
             if not await running.settle(outcome, action):

@@ -339,15 +339,15 @@ def _print_json(value: Any) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(as_json: bool) -> None:
-    """Count the jobs by state."""
-    counts = _settings().queue().stats()
+    """Count the jobs by state (``queue.counts()``; lease_expired is part of running)."""
+    counts = _settings().queue().counts()
     if as_json:
         out.print(json.dumps(counts), markup=False)
         return
     table = Table(title=f"{_settings().db}.{_settings().collection}")
     table.add_column("state")
     table.add_column("jobs", justify="right")
-    for name in ops.STATS_KEYS:
+    for name in ops.COUNT_KEYS:
         table.add_row(name, str(counts[name]))
     out.print(table)
 
@@ -359,11 +359,17 @@ def _jobs(state: str, limit: int) -> list[Job]:
         return [Job(queue, doc) for doc in cursor.sort(ops.CLAIM_SORT).limit(limit)]
 
 
-STATE_OPTION = click.Choice(ops.LIST_STATES)
+#: ``--state``: a state of ``counts()`` or ``all``; the older names (available, locked,
+#: expired) are still accepted.
+STATE_OPTION = click.Choice([*ops.LIST_STATES, *ops.STATE_ALIASES])
+
+
+def _list_state(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return ops.list_state(value)
 
 
 @cli.command(name="list")
-@click.option("--state", type=STATE_OPTION, default="all", show_default=True)
+@click.option("--state", type=STATE_OPTION, default="all", show_default=True, callback=_list_state)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON documents instead of a table.")
 def list_jobs(state: str, limit: int, as_json: bool) -> None:
@@ -398,7 +404,7 @@ def list_jobs(state: str, limit: int, as_json: bool) -> None:
             str(job.priority),
             str(job.attempts),
             _when(job),
-            job.locked_by or "",
+            "" if job.locked_by is None else str(job.locked_by),
             job.key or "",
             _short(job.payload, width),
         )
@@ -406,7 +412,9 @@ def list_jobs(state: str, limit: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--state", type=STATE_OPTION, default="available", show_default=True)
+@click.option(
+    "--state", type=STATE_OPTION, default="waiting", show_default=True, callback=_list_state
+)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=1, show_default=True)
 def peek(state: str, limit: int) -> None:
     """Show the next jobs in full (JSON) without claiming them."""
@@ -488,7 +496,8 @@ def purge(all_jobs: bool, yes: bool) -> None:
         if not yes:
             click.confirm(f"delete every job in {queue.collection.full_name}?", abort=True)
         with err.status("deleting jobs"):
-            count = queue.clear()
+            count = queue.counts()["total"]
+            queue.clear()
     else:
         with err.status("deleting failed jobs"):
             count = queue.purge_failed()

@@ -41,7 +41,7 @@ class RunningJob(RunningState[Job]):
         super().__init__(job)
         self.lock = threading.Lock()
 
-    def settle(self, outcome: Outcome, action: Callable[[], None]) -> bool:
+    def settle(self, outcome: Outcome, action: Callable[[], object]) -> bool:
         """Run ``action`` (complete, error, release) unless the job is already settled.
 
         Returns False when someone else settled it first. Errors of ``action``

@@ -43,12 +43,15 @@ def _utc(value: Any) -> datetime | None:
 class JobData:
     """Read-only view of a job document (shared by the sync and async handles)."""
 
-    __slots__ = ("_data", "_token")
+    __slots__ = ("_data", "_settled", "_token")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
         token = self._data.get("lease_token")
         self._token: str | None = token if isinstance(token, str) else None
+        #: How this handle itself let go of the job: "complete", "returned" (error or
+        #: release), or None while it holds it (or never did, or lost its lease).
+        self._settled: str | None = None
 
     @property
     def id(self) -> Any:
@@ -96,7 +99,7 @@ class JobData:
         return self._data.get("key")
 
     @property
-    def locked_by(self) -> str | None:
+    def locked_by(self) -> str | int | None:
         return self._data.get("locked_by")
 
     @property
@@ -176,6 +179,16 @@ def exit_outcome(
     if isinstance(exc, Exception):
         return "error", exception_message(exc_type, exc, tb)
     return "release", None
+
+
+def settled_by_handle(job: JobData) -> bool:
+    """Whether the handle already completed, errored or released the job itself.
+
+    Leaving ``with job`` then does nothing more (0.7.2's second find-and-modify
+    matched nothing): ``with job: ...; job.complete()`` and a ``job.error()`` inside
+    the block stay what they were.
+    """
+    return job._token is None and job._settled is not None
 
 
 def log_unrecorded_failure(job: JobData, error: MongoQueueError) -> None:

@@ -15,13 +15,16 @@
 ``mongoqueue_lease_expiries_total``    counter    expired leases this process recorded as
                                                   failed deliveries (in a claim or ``repair``)
 ``mongoqueue_job_duration_seconds``    histogram  handler time, labelled by ``outcome``
-``mongoqueue_jobs``                    gauge      jobs in the queue by ``state`` (available,
-                                                  delayed, running, expired, failed)
+``mongoqueue_jobs``                    gauge      jobs by ``state``: waiting, delayed, running,
+                                                  failed, completed, cancelled (disjoint: they
+                                                  sum to the jobs in the collection)
+``mongoqueue_jobs_lease_expired``      gauge      running jobs past their lease (a subset of
+                                                  ``state="running"``)
 =====================================  =========  ===========================================
 
 Every metric has a ``queue`` label (``db.collection``). The counters are this
 process's; Prometheus sums them over workers. The depth gauges are read at
-scrape time from one ``stats()`` aggregation per queue, never one count per state.
+scrape time from ``queue.counts()`` (a few index-served counts per queue).
 
 A worker feeds it through its observer hook: ``Worker(queue, handler,
 observer=metrics.observe)``; ``mongoqueue worker --metrics-port P`` does that
@@ -60,14 +63,8 @@ __all__ = ["DEPTH_STATES", "DepthCollector", "QueueMetrics", "serve"]
 
 log = logging.getLogger("mongoqueue.metrics")
 
-#: ``stats()`` keys exported as the ``state`` label of ``mongoqueue_jobs`` (locked → running).
-DEPTH_STATES = {
-    "available": "available",
-    "delayed": "delayed",
-    "locked": "running",
-    "expired": "expired",
-    "failed": "failed",
-}
+#: ``counts()`` keys exported as the ``state`` label of ``mongoqueue_jobs``: disjoint states.
+DEPTH_STATES = ("waiting", "delayed", "running", "failed", "completed", "cancelled")
 
 #: Handler durations, in seconds: from a few milliseconds to an hour.
 DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -78,7 +75,8 @@ def _name(queue: MongoQueue | AsyncMongoQueue) -> str:
 
 
 class DepthCollector(Collector):
-    """``mongoqueue_jobs{queue, state}`` from one ``stats()`` aggregation per queue, per scrape.
+    """``mongoqueue_jobs{queue, state}`` and ``mongoqueue_jobs_lease_expired{queue}``,
+    from ``counts()`` of each queue, per scrape.
 
     ``queues`` returns the queues to report (the dashboard lists the database's
     queues on each scrape). A queue that cannot be read is skipped and logged.
@@ -91,6 +89,11 @@ class DepthCollector(Collector):
         gauge = GaugeMetricFamily(
             "mongoqueue_jobs", "Jobs in the queue by state.", labels=["queue", "state"]
         )
+        expired = GaugeMetricFamily(
+            "mongoqueue_jobs_lease_expired",
+            "Running jobs whose lease has ended (part of state running).",
+            labels=["queue"],
+        )
         try:
             queues = list(self._queues())
         except MongoQueueError as exc:
@@ -98,13 +101,15 @@ class DepthCollector(Collector):
             queues = []
         for queue in queues:
             try:
-                counts = queue.stats()
+                counts = queue.counts()
             except MongoQueueError as exc:
                 log.warning("metrics: cannot read %s: %s", _name(queue), exc)
                 continue
-            for key, state in DEPTH_STATES.items():
-                gauge.add_metric([_name(queue), state], counts[key])
+            for state in DEPTH_STATES:
+                gauge.add_metric([_name(queue), state], counts[state])
+            expired.add_metric([_name(queue)], counts["lease_expired"])
         yield gauge
+        yield expired
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -148,7 +153,7 @@ class QueueMetrics:
     ) -> None:
         if depth and isinstance(queue, AsyncMongoQueue):
             raise InvalidArgument(
-                "the depth gauges read stats() at scrape time, from the metrics server's "
+                "the depth gauges read counts() at scrape time, from the metrics server's "
                 "thread: with an AsyncMongoQueue pass depth=False and register a "
                 "DepthCollector of a MongoQueue on the same collection"
             )

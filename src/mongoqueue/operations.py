@@ -21,7 +21,7 @@ A job is one document::
     retry             document   (optional) this job's own RetryPolicy, in milliseconds
     key               str        (optional) deduplication key, unique among ready jobs
     lease_token       str|null   fencing token of the current claim; null when not held
-    locked_by         str|null   consumer_id of the holder
+    locked_by         str|int|null  consumer_id of the holder
     locked_at         date|null  when the current claim was made
     lease_expires_at  date|null  end of the current lease (equal to visible_at while held)
     progress          int|null   last progress() count
@@ -60,6 +60,9 @@ __all__ = [
     "cancel_filter",
     "claim_filter",
     "claim_update",
+    "count_filters",
+    "count_hint",
+    "counts_from",
     "expired_filter",
     "fail_update",
     "heartbeat_update",
@@ -73,7 +76,8 @@ __all__ = [
     "requeue_update",
     "requeue_writes",
     "state_filter",
-    "stats_pipeline",
+    "stats_filters",
+    "stats_from",
 ]
 
 Doc = dict[str, Any]
@@ -81,6 +85,9 @@ Pipeline = list[Doc]
 
 READY = "ready"
 FAILED = "failed"
+#: Stored states of jobs the task layer keeps after they finish (raw queues delete them).
+COMPLETED = "completed"
+CANCELLED = "cancelled"
 
 # --------------------------------------------------------------------------- indexes
 #
@@ -298,7 +305,7 @@ def claim_filter(now: datetime) -> Doc:
 
 def claim_update(
     token: str | Doc,
-    consumer_id: str,
+    consumer_id: str | int,
     lease_ms: int,
     queue_max: int,
     policy: RetryPolicy,
@@ -440,51 +447,167 @@ def cancel_filter(job_id: Any) -> Doc:
 
 
 def size_filter() -> Doc:
-    return {"state": READY}
+    """``size()``: every job in the queue, failed ones included (0.7.2 counted them all).
+
+    Only jobs the task layer keeps after they finished are left out. Served by the
+    claim index's ``state`` prefix.
+    """
+    return {"state": {"$nin": [COMPLETED, CANCELLED]}}
 
 
-def stats_pipeline(now: datetime) -> Pipeline:
-    """Counts by state in one aggregation (a scan: use it for monitoring, not per job)."""
+# --------------------------------------------------------------------------- counting
+#
+# stats() and counts() send several ``count_documents``, each on a filter an
+# index serves, never a scan of the documents: ``state`` equality (with a range
+# on ``visible_at``) is a prefix of the claim index; held jobs are exactly the
+# entries of the partial lease index (``lease_expires_at`` is a date only while
+# a job is held); ``total`` walks the ``_id`` index. Each count names its index
+# (``count_hint``), so no planner can choose a collection scan. On mongod a count
+# reads index keys only (no document is needed to count), one key per job in the
+# index range. The counts are read one after another, not as a snapshot: a job
+# that changes state between two reads can be off by one in the derived figures,
+# which are clamped at zero.
 
-    def count(*conditions: Doc) -> Doc:
-        return {"$sum": {"$cond": [{"$and": list(conditions)}, 1, 0]}}
+#: The ``hint`` of the ``total`` count: the ``_id`` index holds every document.
+TOTAL_HINT = "_id_"
 
-    ready = {"$eq": ["$state", READY]}
-    not_held = {"$ne": [{"$type": "$lease_token"}, "string"]}
-    due = {"$lte": ["$visible_at", now]}
-    return [
-        {
-            "$group": {
-                "_id": None,
-                "total": {"$sum": 1},
-                "available": count(ready, not_held, due),
-                "delayed": count(ready, not_held, {"$not": [due]}),
-                "locked": count(ready, _IS_HELD),
-                "expired": count(ready, _IS_HELD, {"$lte": ["$lease_expires_at", now]}),
-                "failed": count({"$eq": ["$state", FAILED]}),
-            }
-        },
-        {"$project": {"_id": 0}},
-    ]
+#: ``stats()``'s keys, exactly the original's.
+STATS_KEYS = ("available", "locked", "errors", "total")
+
+#: ``counts()``'s keys: the shared vocabulary (``lease_expired`` is a subset of ``running``).
+COUNT_KEYS = (
+    "waiting",
+    "delayed",
+    "running",
+    "lease_expired",
+    "failed",
+    "completed",
+    "cancelled",
+    "total",
+)
 
 
-#: States a listing can filter on (the CLI's ``--state``), matching ``stats()``'s keys.
-LIST_STATES = ("available", "delayed", "running", "failed", "all")
+def count_hint(query: Doc) -> str:
+    """The index a count of ``query`` (one of the counting filters) walks."""
+    if "state" in query:
+        return str(CLAIM_INDEX.document["name"])
+    if "lease_expires_at" in query:
+        return str(LEASE_INDEX.document["name"])
+    if not query:
+        return TOTAL_HINT
+    raise InvalidArgument(f"no index serves a count of {query!r}")
+
+
+def held_filter() -> Doc:
+    """Jobs held by a consumer: the partial lease index's own filter."""
+    return {"lease_expires_at": {"$type": "date"}}
+
+
+def lease_expired_filter(now: datetime) -> Doc:
+    """Held jobs whose lease ended by ``now`` (a range of the partial lease index)."""
+    return {"lease_expires_at": {"$type": "date", "$lte": now}}
+
+
+def stats_filters() -> dict[str, Doc]:
+    """The counts ``stats()`` sends, by name (each with ``hint=count_hint(query)``)."""
+    return {
+        "ready": {"state": READY},
+        "held": held_filter(),
+        "failed": {"state": FAILED},
+        "total": {},
+    }
+
+
+def stats_from(raw: dict[str, int]) -> dict[str, int]:
+    """The original's ``stats()`` from the counts of :func:`stats_filters`.
+
+    ``available``: jobs not held and not failed (0.7.2: not locked and attempts
+    below max); delayed jobs and jobs in a retry backoff are included, as every
+    unlocked job was available in 0.7.2. ``locked``: held jobs, expired leases
+    included (0.7.2 counted a stale lock as locked until repaired). ``errors``:
+    jobs that reached max attempts. ``total``: every document.
+    """
+    return {
+        "available": max(0, raw["ready"] - raw["held"]),
+        "locked": raw["held"],
+        "errors": raw["failed"],
+        "total": raw["total"],
+    }
+
+
+def count_filters(now: datetime) -> dict[str, Doc]:
+    """The counts ``counts()`` sends, by name (each with ``hint=count_hint(query)``).
+
+    A held job's ``visible_at`` is its lease end, so ``due`` counts the waiting
+    jobs plus the held ones past their lease, and ``not_due`` the delayed jobs
+    plus the held ones within their lease; :func:`counts_from` takes those apart.
+    """
+    return {
+        "due": {"state": READY, "visible_at": {"$lte": now}},
+        "not_due": {"state": READY, "visible_at": {"$gt": now}},
+        "running": held_filter(),
+        "lease_expired": lease_expired_filter(now),
+        "failed": {"state": FAILED},
+        "completed": {"state": COMPLETED},
+        "cancelled": {"state": CANCELLED},
+        "total": {},
+    }
+
+
+def counts_from(raw: dict[str, int]) -> dict[str, int]:
+    """``counts()`` (keys ``COUNT_KEYS``) from the counts of :func:`count_filters`."""
+    running, expired = raw["running"], min(raw["lease_expired"], raw["running"])
+    return {
+        "waiting": max(0, raw["due"] - expired),
+        "delayed": max(0, raw["not_due"] - (running - expired)),
+        "running": running,
+        "lease_expired": expired,
+        "failed": raw["failed"],
+        "completed": raw["completed"],
+        "cancelled": raw["cancelled"],
+        "total": raw["total"],
+    }
+
+
+#: States a listing can filter on (the CLI's ``--state``, the dashboard's lists): the
+#: states of ``counts()``, plus ``all``.
+LIST_STATES = (
+    "waiting",
+    "delayed",
+    "running",
+    "lease_expired",
+    "failed",
+    "completed",
+    "cancelled",
+    "all",
+)
+
+#: Older names still accepted for a listing's state (the 1.0 previews used them).
+STATE_ALIASES = {"available": "waiting", "locked": "running", "expired": "lease_expired"}
+
+
+def list_state(state: str) -> str:
+    """``state`` as one of ``LIST_STATES`` (an alias is translated), else InvalidArgument."""
+    state = STATE_ALIASES.get(state, state)
+    if state not in LIST_STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
+    return state
 
 
 def state_filter(state: str, now: datetime) -> Doc:
-    """Jobs in one of ``LIST_STATES``, as ``stats()`` counts them (``running`` = locked)."""
+    """Jobs in one of ``LIST_STATES`` (or an alias), as ``counts()`` counts them."""
     not_held = {"state": READY, "lease_token": {"$not": {"$type": "string"}}}
     filters: dict[str, Doc] = {
-        "available": {**not_held, "visible_at": {"$lte": now}},
+        "waiting": {**not_held, "visible_at": {"$lte": now}},
         "delayed": {**not_held, "visible_at": {"$gt": now}},
-        "running": {"state": READY, "lease_token": {"$type": "string"}},
+        "running": held_filter(),
+        "lease_expired": lease_expired_filter(now),
         "failed": failed_filter(),
+        "completed": {"state": COMPLETED},
+        "cancelled": {"state": CANCELLED},
         "all": {},
     }
-    if state not in filters:
-        raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
-    return filters[state]
+    return filters[list_state(state)]
 
 
 def listing_filter(
@@ -501,8 +624,6 @@ def listing_filter(
     doc.update({field: value for field, value in extra.items() if value is not None})
     return doc
 
-
-STATS_KEYS = ("available", "delayed", "locked", "expired", "failed", "total")
 
 #: Fields a handle reads back after a state change (everything but the payload).
 METADATA_PROJECTION = {"payload": 0}

@@ -27,12 +27,13 @@ from ._core import (
     KEY_RETRIES,
     MAX_BATCH,
     MAX_EXPIRIES_PER_CLAIM,
+    QUEUE_DEFAULT_RETRY,
     QueueConfig,
     QueueCore,
     check_queue_collection,
 )
 from .errors import MongoQueueError, driver_errors
-from .job import JobData, exit_outcome, log_unrecorded_failure
+from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
@@ -59,7 +60,9 @@ class MongoQueue(QueueCore):
     ``timeout`` is the lease in seconds: how long a consumer may hold a job
     without ``progress()`` before the job is delivered again. A job that fails
     ``max_attempts`` times (errors or expired leases) is *failed* and kept until
-    requeued or purged. ``retry`` sets the backoff between deliveries.
+    requeued or purged. ``retry`` sets the backoff between deliveries: by default
+    none, as in mongoqueue 0.7.2 (a failed job is available again at once);
+    ``retry=RetryPolicy(...)`` (or ``DEFAULT_RETRY``) backs off.
     :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
     (on pymongo's asyncio client, every method a coroutine) are twins with the
     same settings, methods, semantics and errors; sync and async consumers may
@@ -69,11 +72,11 @@ class MongoQueue(QueueCore):
     def __init__(
         self,
         collection: Collection[Any],
-        consumer_id: str,
+        consumer_id: str | int,
         timeout: float = 300,
         max_attempts: int = 3,
         *,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
     ) -> None:
         check_queue_collection(collection, "MongoQueue")
         super().__init__(consumer_id, timeout, max_attempts, retry)
@@ -102,6 +105,14 @@ class MongoQueue(QueueCore):
     def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             self.ensure_indexes()
+
+    def close(self) -> None:
+        """Close the ``AsyncMongoClient`` the queue's collection belongs to (as 0.7.2 did).
+
+        Only for a client this queue alone uses: other queues and code on the
+        same client cannot use it afterwards.
+        """
+        self.collection.database.client.close()
 
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -303,7 +314,7 @@ class MongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
-    def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> None:
+    def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
         with driver_errors():
@@ -315,51 +326,76 @@ class MongoQueue(QueueCore):
             )
             if doc is None:
                 self._raise_lease_lost(job, action)
-        self._after_fenced(job, doc)
+        return self._after_fenced(job, doc)
 
     def _raise_lease_lost(self, job: Job, action: str) -> NoReturn:
         current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    def _complete(self, job: Job) -> None:
+    def _complete(self, job: Job) -> dict[str, Any] | None:
+        if self._completed_by(job):
+            return None
         token = self._token_of(job, "complete")
         with driver_errors():
             result = self.collection.delete_one(ops.held(job.id, token))
             if result.deleted_count == 0:
                 self._raise_lease_lost(job, "complete")
-        job._token = None
+        return self._after_complete(job)
 
     def _error(self, job: Job, message: str | None) -> None:
         self._fenced(job, "record an error for", self._error_update(message))
 
-    def _progress(self, job: Job, count: int) -> None:
-        self._fenced(job, "report progress for", self._progress_update(count))
+    def _progress(self, job: Job, count: int) -> dict[str, Any]:
+        return self._fenced(job, "report progress for", self._progress_update(count))
 
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
 
-    def _release(self, job: Job) -> None:
-        self._fenced(job, "release", ops.release_update())
+    def _release(self, job: Job) -> dict[str, Any]:
+        return self._fenced(job, "release", ops.release_update())
 
     # ------------------------------------------------------------------ inspection
 
     def size(self) -> int:
-        """Jobs in the queue: waiting, delayed or running (not failed)."""
+        """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         with driver_errors():
             return self.collection.count_documents(ops.size_filter())
 
-    def stats(self) -> dict[str, int]:
-        """Counts by state, from one aggregation.
-
-        ``available`` (claimable now), ``delayed`` (waiting for their time or a
-        backoff), ``locked`` (held; ``expired`` of them past their lease),
-        ``failed`` (also as ``errors``, the original's name) and ``total``.
-        """
-        now = self._now()
+    def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """One ``count_documents`` per filter, each walking the index that serves it."""
+        self._ensure_ready()
         with driver_errors():
-            cursor = self.collection.aggregate(ops.stats_pipeline(now))
-            rows = [row for row in cursor]
-        return self._stats_counts(rows)
+            try:
+                return self._count_each(filters)
+            except pymongo.errors.OperationFailure as exc:
+                if not self._is_missing_index(exc):
+                    raise
+            self.ensure_indexes()
+            return self._count_each(filters)
+
+    def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
+        return {
+            name: self.collection.count_documents(query, hint=ops.count_hint(query))
+            for name, query in filters.items()
+        }
+
+    def stats(self) -> dict[str, int]:
+        """The original's counts: ``available``, ``locked``, ``errors``, ``total``.
+
+        ``available``: jobs not held and not failed (delayed ones included);
+        ``locked``: held by a consumer (expired leases included); ``errors``: jobs
+        that reached max attempts; ``total``: every document. :meth:`counts` has
+        the full breakdown.
+        """
+        return ops.stats_from(self._count_all(ops.stats_filters()))
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state: ``waiting``, ``delayed``, ``running`` (``lease_expired`` of
+        them past their lease), ``failed``, ``completed``, ``cancelled``, ``total``.
+
+        A few counts, each an index scan (no document is read); not a snapshot.
+        """
+        return ops.counts_from(self._count_all(ops.count_filters(self._now())))
 
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
@@ -443,11 +479,15 @@ class MongoQueue(QueueCore):
     drop_max_attempts = purge_failed
     """The original mongoqueue's name for :meth:`purge_failed`."""
 
-    def clear(self) -> int:
-        """Delete every job (the indexes stay). Returns how many were deleted."""
+    def clear(self) -> None:
+        """Drop the queue's collection, as 0.7.2 did, and create the queue's indexes again.
+
+        See :meth:`MongoQueue.clear`.
+        """
+        self._indexes_ready = False
         with driver_errors():
-            result = self.collection.delete_many({})
-        return result.deleted_count
+            self.collection.drop()
+        self.ensure_indexes()
 
 
 class Job(JobData):
@@ -470,17 +510,24 @@ class Job(JobData):
     def queue(self) -> MongoQueue:
         return self._queue
 
-    def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        self._queue._complete(self)
+    def complete(self) -> dict[str, Any] | None:
+        """Mark the job done and remove it from the queue; returns the job document.
+
+        Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        """
+        return self._queue._complete(self)
 
     def error(self, message: str | None = None) -> None:
-        """Record a failed attempt; the job is retried after a backoff, or fails."""
+        """Record a failed attempt: the job is available again (after the queue's
+        backoff, if it has one), or failed once it reached max attempts."""
         self._queue._error(self, message)
 
-    def progress(self, count: int = 0) -> None:
-        """Store ``count`` and extend the lease by the queue's timeout from now."""
-        self._queue._progress(self, count)
+    def progress(self, count: int = 0) -> dict[str, Any]:
+        """Store ``count`` and extend the lease by the queue's timeout from now.
+
+        Returns the job document (with its new lease).
+        """
+        return self._queue._progress(self, count)
 
     def heartbeat(self) -> None:
         """Extend the lease by the queue's timeout from now, keeping the progress count.
@@ -490,9 +537,12 @@ class Job(JobData):
         """
         self._queue._heartbeat(self)
 
-    def release(self) -> None:
-        """Put the job back in the queue at once; its attempts are unchanged."""
-        self._queue._release(self)
+    def release(self) -> dict[str, Any]:
+        """Put the job back in the queue at once; its attempts are unchanged.
+
+        Returns the job document.
+        """
+        return self._queue._release(self)
 
     def __enter__(self) -> dict[str, Any]:
         return self.data
@@ -503,6 +553,8 @@ class Job(JobData):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if settled_by_handle(self):
+            return
         outcome, message = exit_outcome(exc_type, exc, tb)
         if outcome == "complete":
             self.complete()

@@ -60,9 +60,16 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
-def check_consumer_id(value: object) -> str:
+def check_consumer_id(value: object) -> str | int:
+    """A str naming the consumer, or an int (0.7.2 took any value; ints are kept as ints)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidArgument(f"consumer_id must fit in a signed 64-bit integer, got {value}")
+        return value
     if not isinstance(value, str):
-        raise InvalidArgumentType(f"consumer_id must be a str, got {type(value).__name__}")
+        raise InvalidArgumentType(
+            f"consumer_id must be a str (or an int), got {type(value).__name__}"
+        )
     if not value.strip():
         raise InvalidArgument("consumer_id must be a non-empty string naming this consumer")
     return value

@@ -68,6 +68,7 @@ from ._worker_core import (
     log_stopped,
     log_unreleased,
     log_waiting,
+    nothing_left,
 )
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
@@ -196,7 +197,12 @@ class Worker(WorkerCore):
         while self._wait_for_slot():
             try:
                 job = self.queue.next(wait=self.idle_wait)
-                if job is None and self.burst and self.running == 0 and self.queue.size() == 0:
+                if (
+                    job is None
+                    and self.burst
+                    and self.running == 0
+                    and nothing_left(self.queue.stats())
+                ):
                     log_burst_done()
                     return
             except QueueUnavailable as exc:
@@ -256,7 +262,7 @@ class Worker(WorkerCore):
                 log_discarded(running)
             self._finished(running)
 
-    def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], None]) -> bool:
+    def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], object]) -> bool:
         try:
             if not running.settle(outcome, action):
                 return False

@@ -27,14 +27,19 @@ def test_put_inspect_requeue_purge(run_cli, collection) -> None:
     code, out, _ = run_cli("stats", "--json")
     assert code == 0
     counts = json.loads(out)
-    assert counts["available"] == 4
-    assert counts["delayed"] == 1
-    assert counts["total"] == 5
+    assert counts == {"waiting": 4, "delayed": 1, "running": 0, "lease_expired": 0,
+                      "failed": 0, "completed": 0, "cancelled": 0, "total": 5}  # fmt: skip
+    code, out, _ = run_cli("stats")
+    assert code == 0
+    assert "lease_expired" in out
+    assert "waiting" in out
 
-    code, out, _ = run_cli("list", "--state", "available", "--json")
+    code, out, _ = run_cli("list", "--state", "waiting", "--json")
     listed = json.loads(out)
     assert [doc["payload"]["n"] for doc in listed] == [1, 2, 3, 4]  # claim order
     assert listed[0]["_id"] == {"$oid": str(first)}
+    code, out, _ = run_cli("list", "--state", "available", "--json")  # the old name
+    assert json.loads(out) == listed
     code, out, _ = run_cli("list")
     assert code == 0
     assert "k-5" in out

@@ -166,7 +166,7 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
 
     page.goto(url + "/")
     row = f'[data-queue="{name}"]'
-    assert count(page, "#queues", "available", row) == "4"
+    assert count(page, "#queues", "waiting", row) == "4"
     assert count(page, "#queues", "failed", row) == "0"
 
     # The sampler has seen the four jobs before they are processed.
@@ -186,7 +186,7 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
         job.complete()
 
     wait_for(lambda: sampled_total("1"), timeout=30, interval=0.2)
-    assert count(page, "#counts", "available") == "0"
+    assert count(page, "#counts", "waiting") == "0"
     assert count(page, "#counts", "failed") == "1"
     assert count(page, "#counts", "total") == "1"
     # Each bar's tooltip says how many completed in its interval; no jobs were put
@@ -215,7 +215,7 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
     page.click("#requeue")
     page.wait_for_selector("#flash")
     assert f"requeued job {bad}" in page.locator("#flash").inner_text()
-    assert page.locator("#job-state").inner_text() == "available"
+    assert page.locator("#job-state").inner_text() == "waiting"
     doc = collection.find_one({"_id": bad})
     assert doc["state"] == "ready"
     assert doc["attempts"] == 0

@@ -50,7 +50,7 @@ def test_worker_serves_its_metrics(record, start_worker, collection, log) -> Non
 
     samples = wait_for(done, timeout=60, interval=0.2)
     assert samples[f'mongoqueue_job_duration_seconds_count{{outcome="completed",{q}}}'] == 3
-    assert samples[f'mongoqueue_jobs{{{q},state="available"}}'] == 0
+    assert samples[f'mongoqueue_jobs{{{q},state="waiting"}}'] == 0
     assert samples[f"mongoqueue_jobs_failed_total{{{q}}}"] == 0
     assert samples[f"mongoqueue_jobs_put_total{{{q}}}"] == 0  # the worker put none
     worker.process.send_signal(signal.SIGTERM)

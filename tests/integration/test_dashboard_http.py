@@ -56,7 +56,7 @@ def test_pages_show_counts_and_jobs(make_client, queue, collection) -> None:
     assert index.status_code == 200
     row = re.search(rf'<tr data-queue="{name}">(.*?)</tr>', index.text, re.S).group(1)
     assert re.findall(r'data-state="(\w+)">(\d+)<', row) == [
-        ("available", "2"), ("delayed", "1"), ("running", "1"), ("expired", "0"),
+        ("waiting", "2"), ("delayed", "1"), ("running", "1"), ("lease_expired", "0"),
         ("failed", "0"), ("total", "4"),
     ]  # fmt: skip
     page = client.get(f"/queues/{name}")
@@ -84,11 +84,11 @@ def test_paging_and_filters(make_client, queue, collection) -> None:
     queue.put({"n": "keyed"}, priority=5, key="the-key")
     client = make_client()
     base = f"/queues/{collection.name}/jobs"
-    first = client.get(base, params={"state": "available"})
+    first = client.get(base, params={"state": "waiting"})
     assert first.text.count("<tr data-job=") == 25
     assert "page 1 of 2" in first.text
     assert 'id="next"' in first.text
-    second = client.get(base, params={"state": "available", "page": 2})
+    second = client.get(base, params={"state": "available", "page": 2})  # the old name
     assert second.text.count("<tr data-job=") == 6
     assert 'id="next"' not in second.text
     keyed = client.get(base, params={"state": "all", "key": "the-key"})
@@ -192,4 +192,5 @@ def test_metrics_endpoint(make_client, queue, collection) -> None:
     queue.put({"n": 1})
     text = make_client().get("/metrics").text
     full = collection.full_name
-    assert f'mongoqueue_jobs{{queue="{full}",state="available"}} 1.0' in text
+    assert f'mongoqueue_jobs{{queue="{full}",state="waiting"}} 1.0' in text
+    assert f'mongoqueue_jobs_lease_expired{{queue="{full}"}} 0.0' in text

@@ -1,7 +1,8 @@
-"""Prometheus metrics: the worker's observer, the event counters, depth from one aggregation."""
+"""Prometheus metrics: the worker's observer, the event counters, depth from counts()."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from prometheus_client import generate_latest
 from pymongo import MongoClient, monitoring
 
 from mongoqueue import NO_BACKOFF, Job, MongoQueue
+from mongoqueue import operations as ops
 from mongoqueue.metrics import DepthCollector, QueueMetrics
 from mongoqueue.worker import EXIT_OK, Worker
 
@@ -38,7 +40,8 @@ def test_worker_outcomes_are_counted(collection) -> None:
     assert value(metrics, "mongoqueue_job_duration_seconds_count", outcome="completed") == 2
     assert value(metrics, "mongoqueue_job_duration_seconds_count", outcome="failed") == 1
     assert value(metrics, "mongoqueue_jobs", state="failed") == 1
-    assert value(metrics, "mongoqueue_jobs", state="available") == 0
+    assert value(metrics, "mongoqueue_jobs", state="waiting") == 0
+    assert value(metrics, "mongoqueue_jobs_lease_expired") == 0
     assert value(metrics, "mongoqueue_lease_expiries_total") == 0
     text = generate_latest(metrics.registry).decode()
     assert "# TYPE mongoqueue_job_duration_seconds histogram" in text
@@ -86,15 +89,23 @@ def test_an_async_worker_feeds_the_same_metrics(collection, mongodb_uri) -> None
     assert asyncio.run(main()) == EXIT_OK
     assert value(metrics, "mongoqueue_jobs_completed_total") == 2
     assert value(metrics, "mongoqueue_job_duration_seconds_count", outcome="completed") == 2
-    assert value(metrics, "mongoqueue_jobs", state="available") == 0
+    assert value(metrics, "mongoqueue_jobs", state="waiting") == 0
+
+
+def expire_lease(collection: Any, job: Job) -> None:
+    """Move a held job's lease end into the past, as if its consumer had stalled."""
+    past = datetime.now(timezone.utc) - timedelta(hours=1)
+    collection.update_one({"_id": job.id}, {"$set": {"lease_expires_at": past, "visible_at": past}})
 
 
 class Commands(monitoring.CommandListener):
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.commands: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.names.append(event.command_name)
+        self.commands.append(dict(event.command))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -103,21 +114,28 @@ class Commands(monitoring.CommandListener):
         pass
 
 
-def test_depth_gauges_come_from_one_aggregation(mongodb_uri, collection) -> None:
+def test_depth_gauges_come_from_counts_with_disjoint_states(mongodb_uri, collection) -> None:
     listener = Commands()
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, event_listeners=[listener])
     try:
-        queue = MongoQueue(client[collection.database.name][collection.name], "c")
-        queue.put({"n": 1})
-        queue.put({"n": 2}, delay=600)
-        queue.stats()  # syncs the clock estimate, so the scrape sends only its own query
+        queue = MongoQueue(client[collection.database.name][collection.name], "c", timeout=30)
+        queue.put_many([{"n": 1}, {"n": 2}, {"n": 3}])
+        queue.put({"n": 4}, delay=600)
+        first = queue.next()
+        queue.next()
+        expire_lease(collection, first)  # running, and past its lease
+        queue.counts()  # syncs the clock estimate, so the scrape sends only its counts
         listener.names.clear()
-        gauges = {
-            sample.labels["state"]: sample.value
-            for family in DepthCollector(lambda: [queue]).collect()
-            for sample in family.samples
-        }
-        assert listener.names == ["aggregate"]
-        assert gauges == {"available": 1, "delayed": 1, "running": 0, "expired": 0, "failed": 0}
+        families = {family.name: family for family in DepthCollector(lambda: [queue]).collect()}
+        gauges = {s.labels["state"]: s.value for s in families["mongoqueue_jobs"].samples}
+        # Only counts, no aggregation with $group over the collection.
+        assert set(listener.names) == {"aggregate"}
+        assert len(listener.names) == len(ops.count_filters(queue._now()))
+        assert all("$group" not in str(c["pipeline"][0]) for c in listener.commands[-8:])
+        assert gauges == {"waiting": 1, "delayed": 1, "running": 2, "failed": 0,
+                          "completed": 0, "cancelled": 0}  # fmt: skip
+        assert sum(gauges.values()) == queue.counts()["total"] == 4
+        (expired,) = families["mongoqueue_jobs_lease_expired"].samples
+        assert expired.value == 1
     finally:
         client.close()

@@ -95,10 +95,16 @@ def test_original_accessors(queue) -> None:
 def test_finished_handle_cannot_act_again(queue) -> None:
     queue.put({"a": 1})
     job = queue.next()
-    job.complete()
-    for action in (job.complete, job.release, lambda: job.error("x"), lambda: job.progress(1)):
+    assert job.complete()["payload"] == {"a": 1}
+    assert job.complete() is None  # a second complete() does nothing, as in 0.7.2
+    for action in (job.release, lambda: job.error("x"), lambda: job.progress(1)):
         with pytest.raises(LeaseLost, match="already"):
             action()
+    queue.put({"a": 2})
+    released = queue.next()
+    released.release()
+    with pytest.raises(LeaseLost, match="already"):
+        released.complete()  # the job is back in the queue: it was not completed
 
 
 def test_stats_keys(queue) -> None:
@@ -110,7 +116,7 @@ def test_stats_keys(queue) -> None:
 def test_clear_keeps_the_queue_usable(queue) -> None:
     queue.put({"a": 1})
     queue.put({"a": 2})
-    assert queue.clear() == 2
+    assert queue.clear() is None  # drops the collection, as 0.7.2 did
     assert queue.size() == 0
     queue.put({"a": 3})
     assert queue.next().payload == {"a": 3}

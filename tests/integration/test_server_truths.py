@@ -199,7 +199,7 @@ class _ReadPreferences(monitoring.CommandListener):
         pass
 
 
-def _exercise(queue: Any) -> None:
+def _exercise(queue: Any, raw: Any) -> None:
     """Every public call of the queue that reads."""
     queue.put({"n": 1}, key="k")
     queue.put({"n": 2}, key="k")  # the key lookup
@@ -213,7 +213,8 @@ def _exercise(queue: Any) -> None:
     queue.stats()
     queue.size()
     stale = batch[0]
-    stale.complete()
+    # Another holder's token: the fenced complete() matches nothing and looks the job up.
+    raw.update_one({"_id": stale.id}, {"$set": {"lease_token": "taken-over"}})
     with pytest.raises(LeaseLost):
         stale.complete()  # looks the job up to explain
 
@@ -250,7 +251,7 @@ def test_reads_go_to_the_primary_whatever_the_read_preference(
         jobs = client[collection.database.name][collection.name]
         primary = _primary_modes(listener, jobs)
         listener.seen.clear()
-        _exercise(MongoQueue(jobs, "c"))
+        _exercise(MongoQueue(jobs, "c"), collection)
     assert len(listener.seen) > 10
     assert [seen for seen in listener.seen if seen[1] not in primary] == []
 
@@ -271,7 +272,7 @@ def test_async_reads_go_to_the_primary_whatever_the_read_preference(
     )
     try:
         queue = AsyncMongoQueue(client[collection.database.name][collection.name], "c")
-        _exercise(Blocking(queue, loop))
+        _exercise(Blocking(queue, loop), collection)
     finally:
         loop.run_until_complete(client.close())
         loop.close()

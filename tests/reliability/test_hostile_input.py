@@ -194,7 +194,7 @@ def _retry(*, none: bool) -> Callable[[Any], bool]:
 
 #: (name, accepted(value), call(queue, value)) for every public argument.
 ARGUMENTS: list[tuple[str, Callable[[Any], bool], Callable[[MongoQueue, Any], Any]]] = [
-    ("MongoQueue(consumer_id)", lambda v: isinstance(v, str) and bool(v.strip()),
+    ("MongoQueue(consumer_id)", lambda v: (isinstance(v, str) and bool(v.strip())) or _int64(v),
      lambda q, v: MongoQueue(q.collection, v)),
     ("MongoQueue(timeout)", _seconds(zero=False), lambda q, v: MongoQueue(q.collection, "c", v)),
     ("MongoQueue(max_attempts)", _posint(), lambda q, v: MongoQueue(q.collection, "c", 30, v)),

@@ -139,7 +139,7 @@ def _lost_reply(own_server: EmbeddedServer, direct: MongoClient[dict[str, Any]])
             consumer = MongoQueue(
                 cut_off["reliability"]["lost_reply"], "cut-off", timeout=3, retry=NO_BACKOFF
             )
-            consumer.stats()  # connected, indexes known, clock anchored
+            consumer.counts()  # connected, indexes known, clock anchored
             consumer._indexes_ready = True
             proxy.swallow = True
             stop = threading.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pymongo.errors
 import pytest
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
@@ -78,10 +79,13 @@ def test_lease_lost_lets_the_handle_go_and_says_why() -> None:
     assert "claimed again by 'c2'" in str(error)
 
 
-def test_stats_of_an_empty_collection() -> None:
-    counts = QueueCore._stats_counts([])
-    assert counts["total"] == 0
-    assert counts["errors"] == counts["failed"] == 0
+def test_a_missing_hinted_index_is_recognised() -> None:
+    missing = pymongo.errors.OperationFailure(
+        "hint 'mongoqueue_claim' does not correspond to an existing index", code=2
+    )
+    assert QueueCore._is_missing_index(missing)
+    assert not QueueCore._is_missing_index(pymongo.errors.OperationFailure("bad", code=2))
+    assert not QueueCore._is_missing_index(pymongo.errors.OperationFailure("hint", code=11000))
 
 
 def test_requeue_target_takes_any_handle_or_an_id() -> None:

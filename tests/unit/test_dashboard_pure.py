@@ -15,10 +15,10 @@ from mongoqueue.dashboard.history import History, Sample, bar_chart, completions
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def counts(available: int = 0, delayed: int = 0, locked: int = 0, failed: int = 0) -> dict:
-    total = available + delayed + locked + failed
-    return dict(available=available, delayed=delayed, locked=locked, expired=0, failed=failed,
-                total=total)  # fmt: skip
+def counts(waiting: int = 0, delayed: int = 0, running: int = 0, failed: int = 0) -> dict:
+    total = waiting + delayed + running + failed
+    return dict(waiting=waiting, delayed=delayed, running=running, lease_expired=0,
+                failed=failed, completed=0, cancelled=0, total=total)  # fmt: skip
 
 
 def test_cancel_filter_names_the_waiting_state() -> None:
@@ -39,13 +39,13 @@ def test_listing_filter_narrows_the_state_filter() -> None:
 
 
 def test_completions_is_a_lower_bound_from_two_samples() -> None:
-    before = Sample(0.0, counts(available=10))
+    before = Sample(0.0, counts(waiting=10))
     # 6 left the queue, 1 of them failed: at least 5 completed.
-    assert completions(before, Sample(5.0, counts(available=3, locked=1, failed=1))) == 5
+    assert completions(before, Sample(5.0, counts(waiting=3, running=1, failed=1))) == 5
     # Puts outnumbering completions hide them: never negative.
-    assert completions(before, Sample(5.0, counts(available=20))) == 0
-    # A requeue (failed back to available) is not a completion.
-    assert completions(Sample(0, counts(failed=2)), Sample(1, counts(available=2))) == 0
+    assert completions(before, Sample(5.0, counts(waiting=20))) == 0
+    # A requeue (failed back to waiting) is not a completion.
+    assert completions(Sample(0, counts(failed=2)), Sample(1, counts(waiting=2))) == 0
 
 
 def test_history_keeps_the_window() -> None:
@@ -58,9 +58,9 @@ def test_history_keeps_the_window() -> None:
 
 def test_bar_chart_places_rates_on_the_time_axis() -> None:
     samples = [
-        Sample(40.0, counts(available=12)),
-        Sample(50.0, counts(available=2)),  # 10 done in 10 s: 60/min
-        Sample(60.0, counts(available=0)),  # 2 done in 10 s: 12/min
+        Sample(40.0, counts(waiting=12)),
+        Sample(50.0, counts(waiting=2)),  # 10 done in 10 s: 60/min
+        Sample(60.0, counts(waiting=0)),  # 2 done in 10 s: 12/min
     ]
     chart = bar_chart(samples, window=60, now=60, width=600, height=100)
     assert chart.peak == 60
@@ -72,20 +72,22 @@ def test_bar_chart_places_rates_on_the_time_axis() -> None:
 
 
 def test_line_chart_has_one_line_per_state() -> None:
-    samples = [Sample(0.0, counts(available=4)), Sample(60.0, counts(failed=2))]
+    samples = [Sample(0.0, counts(waiting=4)), Sample(60.0, counts(failed=2))]
     chart = line_chart(samples, window=60, now=60, width=600, height=100)
     lines = dict(chart.lines)
     assert chart.peak == 4
-    assert lines["available"] == "0.0,0.0 600.0,100.0"
+    assert lines["waiting"] == "0.0,0.0 600.0,100.0"
     assert lines["failed"] == "0.0,100.0 600.0,50.0"
 
 
-def test_job_state_as_stats_counts_it() -> None:
+def test_job_state_as_counts_counts_it() -> None:
     base = {"state": "ready", "lease_token": None, "visible_at": NOW}
-    assert job_state(base, NOW) == "available"
+    assert job_state(base, NOW) == "waiting"
     assert job_state({**base, "visible_at": NOW + timedelta(seconds=1)}, NOW) == "delayed"
     assert job_state({**base, "lease_token": "t"}, NOW) == "running"
     assert job_state({**base, "state": "failed"}, NOW) == "failed"
+    assert job_state({**base, "state": "completed"}, NOW) == "completed"
+    assert job_state({**base, "state": "cancelled"}, NOW) == "cancelled"
 
 
 def test_redirect_targets_stay_on_this_server() -> None:

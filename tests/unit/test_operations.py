@@ -143,7 +143,101 @@ def test_batch_tokens_match_the_expression() -> None:
     assert ops.batch_token("p") == {"$concat": [{"$literal": "p:"}, {"$toString": "$_id"}]}
 
 
-def test_stats_pipeline_is_one_group() -> None:
-    pipeline = ops.stats_pipeline(NOW)
-    assert list(pipeline[0]) == ["$group"]
-    assert set(ops.STATS_KEYS) <= set(pipeline[0]["$group"])
+def _served_by_an_index(query: dict) -> bool:
+    """A count filter starts with ``state`` equality (the claim index's prefix), is the
+    partial lease index's own filter (maybe with a range), or is empty (the _id index)."""
+    if not query:
+        return True
+    if set(query) <= {"state", "visible_at"} and isinstance(query.get("state"), str):
+        return True
+    lease = ops.LEASE_INDEX.document["partialFilterExpression"]
+    return (
+        set(query) == {"lease_expires_at"}
+        and lease["lease_expires_at"].items() <= query["lease_expires_at"].items()
+    )
+
+
+def test_stats_filters_are_served_by_indexes() -> None:
+    filters = ops.stats_filters()
+    assert set(filters) == {"ready", "held", "failed", "total"}
+    assert all(_served_by_an_index(query) for query in filters.values())
+    assert filters["held"] == ops.LEASE_INDEX.document["partialFilterExpression"]
+
+
+def test_count_filters_are_served_by_indexes() -> None:
+    filters = ops.count_filters(NOW)
+    assert all(_served_by_an_index(query) for query in filters.values())
+    assert filters["due"] == {"state": "ready", "visible_at": {"$lte": NOW}}
+    assert filters["not_due"] == {"state": "ready", "visible_at": {"$gt": NOW}}
+    assert filters["lease_expired"] == {"lease_expires_at": {"$type": "date", "$lte": NOW}}
+    assert filters["total"] == {}
+
+
+def test_every_count_names_its_index() -> None:
+    hints = {name: ops.count_hint(q) for name, q in ops.count_filters(NOW).items()}
+    assert hints == {
+        "due": "mongoqueue_claim",
+        "not_due": "mongoqueue_claim",
+        "running": "mongoqueue_lease",
+        "lease_expired": "mongoqueue_lease",
+        "failed": "mongoqueue_claim",
+        "completed": "mongoqueue_claim",
+        "cancelled": "mongoqueue_claim",
+        "total": "_id_",
+    }
+    assert {ops.count_hint(q) for q in ops.stats_filters().values()} == set(hints.values())
+
+
+def test_stats_has_exactly_the_original_keys() -> None:
+    raw = {"ready": 7, "held": 2, "failed": 1, "total": 11}
+    assert ops.stats_from(raw) == {"available": 5, "locked": 2, "errors": 1, "total": 11}
+    assert (
+        tuple(ops.stats_from(raw))
+        == ops.STATS_KEYS
+        == (
+            "available",
+            "locked",
+            "errors",
+            "total",
+        )
+    )
+
+
+def test_counts_take_held_jobs_out_of_due_and_not_due() -> None:
+    # 3 waiting, 2 delayed, 4 running of which 1 past its lease, 1 failed, 1 completed.
+    raw = {
+        "due": 3 + 1,  # waiting, plus held past their lease (visible_at = lease end)
+        "not_due": 2 + 3,  # delayed, plus held within their lease
+        "running": 4,
+        "lease_expired": 1,
+        "failed": 1,
+        "completed": 1,
+        "cancelled": 0,
+        "total": 11,
+    }
+    counts = ops.counts_from(raw)
+    assert counts == {
+        "waiting": 3,
+        "delayed": 2,
+        "running": 4,
+        "lease_expired": 1,
+        "failed": 1,
+        "completed": 1,
+        "cancelled": 0,
+        "total": 11,
+    }
+    assert tuple(counts) == ops.COUNT_KEYS
+
+
+def test_counts_read_during_changes_never_go_negative() -> None:
+    # A job claimed between the reads: counted neither as due nor as held.
+    raw = dict.fromkeys(ops.COUNT_KEYS, 0) | {"due": 0, "not_due": 0, "running": 1}
+    raw["lease_expired"] = 2  # more expired than running: read after a claim
+    counts = ops.counts_from(raw)
+    assert min(counts.values()) >= 0
+    assert counts["lease_expired"] <= counts["running"]
+    assert ops.stats_from({"ready": 0, "held": 1, "failed": 0, "total": 1})["available"] == 0
+
+
+def test_size_counts_failed_jobs_too() -> None:
+    assert ops.size_filter() == {"state": {"$nin": ["completed", "cancelled"]}}

@@ -28,19 +28,29 @@ def test_heartbeat_is_fenced_like_every_held_operation() -> None:
 def test_state_filters() -> None:
     assert ops.state_filter("all", NOW) == {}
     assert ops.state_filter("failed", NOW) == {"state": "failed"}
-    assert ops.state_filter("running", NOW) == {
-        "state": "ready",
-        "lease_token": {"$type": "string"},
+    assert ops.state_filter("running", NOW) == {"lease_expires_at": {"$type": "date"}}
+    assert ops.state_filter("lease_expired", NOW) == {
+        "lease_expires_at": {"$type": "date", "$lte": NOW}
     }
-    available = ops.state_filter("available", NOW)
+    assert ops.state_filter("completed", NOW) == {"state": "completed"}
+    assert ops.state_filter("cancelled", NOW) == {"state": "cancelled"}
+    waiting = ops.state_filter("waiting", NOW)
     delayed = ops.state_filter("delayed", NOW)
-    assert available["visible_at"] == {"$lte": NOW}
+    assert waiting["visible_at"] == {"$lte": NOW}
     assert delayed["visible_at"] == {"$gt": NOW}
-    for filt in (available, delayed):
+    for filt in (waiting, delayed):
         assert filt["state"] == "ready"
         assert filt["lease_token"] == {"$not": {"$type": "string"}}
 
 
+def test_old_state_names_are_aliases() -> None:
+    assert ops.state_filter("available", NOW) == ops.state_filter("waiting", NOW)
+    assert ops.state_filter("locked", NOW) == ops.state_filter("running", NOW)
+    assert ops.state_filter("expired", NOW) == ops.state_filter("lease_expired", NOW)
+    assert ops.list_state("available") == "waiting"
+    assert set(ops.LIST_STATES) == {*ops.COUNT_KEYS} - {"total"} | {"all"}
+
+
 def test_unknown_state_is_an_error() -> None:
-    with pytest.raises(InvalidArgument, match="one of available, delayed"):
+    with pytest.raises(InvalidArgument, match="one of waiting, delayed"):
         ops.state_filter("sideways", NOW)

@@ -65,7 +65,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import operations as ops
-from ..errors import DuplicateKeyConflict, MongoQueueError, driver_errors
+from ..errors import DuplicateKeyConflict, InvalidArgument, MongoQueueError, driver_errors
 from ..httpauth import BasicAuth, TrustedProxy
 from ..metrics import DepthCollector
 from ..queue import MongoQueue
@@ -122,13 +122,13 @@ def _utc(value: Any) -> datetime | None:
 
 
 def job_state(doc: dict[str, Any], now: datetime) -> str:
-    """available, delayed, running or failed, as ``stats()`` counts the job."""
-    if doc.get("state") == ops.FAILED:
-        return "failed"
+    """waiting, delayed, running, failed, completed or cancelled, as ``counts()`` counts it."""
+    if doc.get("state") in (ops.FAILED, ops.COMPLETED, ops.CANCELLED):
+        return str(doc["state"])
     if isinstance(doc.get("lease_token"), str):
         return "running"
     visible = _utc(doc.get("visible_at"))
-    return "delayed" if visible is not None and visible > now else "available"
+    return "delayed" if visible is not None and visible > now else "waiting"
 
 
 def to_json(value: Any, indent: int | None = 2) -> str:
@@ -198,7 +198,7 @@ class Dashboard:
             return [self.queue(name) for name in find_queues(self.db)]
 
     def read_all(self) -> dict[str, dict[str, int]]:
-        return {queue.collection.name: queue.stats() for queue in self.all_queues()}
+        return {queue.collection.name: queue.counts() for queue in self.all_queues()}
 
     def existing_queue(self, name: str) -> MongoQueue:
         with driver_errors():
@@ -255,13 +255,13 @@ def create_app(
         rows = []
         for queue in dash.all_queues():
             with driver_errors():
-                rows.append((queue.collection.name, queue.stats()))
+                rows.append((queue.collection.name, queue.counts()))
         return render(request, "index.html", {"rows": rows})
 
     def queue_page(request: Request) -> Response:
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
-        counts = queue.stats()
+        counts = queue.counts()
         samples = dash.history.samples(name)
         now = time.monotonic()
         return render(
@@ -283,9 +283,10 @@ def create_app(
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
         params = request.query_params
-        state = params.get("state", "all")
-        if state not in ops.LIST_STATES:
-            raise HTTPException(400, f"state must be one of {', '.join(ops.LIST_STATES)}")
+        try:
+            state = ops.list_state(params.get("state", "all"))
+        except InvalidArgument as exc:
+            raise HTTPException(400, str(exc)) from exc
         page = _int_param(params.get("page"), "page", default=1, minimum=1)
         priority = _int_param(params.get("priority"), "priority", default=None)
         key = params.get("key") or None

@@ -1,7 +1,7 @@
 """Counts sampled over time, and the charts drawn from them (pure functions but the sampler).
 
 Completed jobs are deleted, so no query can count completions after the fact.
-The dashboard samples each queue's ``stats()`` every few seconds and derives
+The dashboard samples each queue's ``counts()`` every few seconds and derives
 a *lower bound* of the completions between two samples: the jobs that left
 the queue (waiting, delayed or running) and did not become failed. Jobs put
 in the same interval hide as many completions, and requeues of failed jobs
@@ -23,11 +23,11 @@ __all__ = ["BarChart", "History", "LineChart", "Sample", "Sampler", "bar_chart",
 
 log = logging.getLogger("mongoqueue.dashboard")
 
-#: The states drawn on the depth chart, with the ``stats()`` key each comes from.
+#: The states drawn on the depth chart, with the ``counts()`` key each comes from.
 DEPTH_SERIES = (
-    ("available", "available"),
+    ("waiting", "waiting"),
     ("delayed", "delayed"),
-    ("running", "locked"),
+    ("running", "running"),
     ("failed", "failed"),
 )
 
@@ -39,7 +39,7 @@ class Sample:
 
 
 def _active(counts: Mapping[str, int]) -> int:
-    return counts["available"] + counts["delayed"] + counts["locked"]
+    return counts["waiting"] + counts["delayed"] + counts["running"]
 
 
 def completions(before: Sample, after: Sample) -> int:
@@ -70,10 +70,10 @@ class History:
 
 
 class Sampler:
-    """A daemon thread that samples ``stats()`` of every queue every ``interval`` seconds.
+    """A daemon thread that samples ``counts()`` of every queue every ``interval`` seconds.
 
-    ``read`` returns ``{queue name: stats}`` for the database's queues (one
-    aggregation each); a failed read is logged and the next one tried later.
+    ``read`` returns ``{queue name: counts}`` for the database's queues; a failed
+    read is logged and the next one tried later.
     """
 
     def __init__(
