@@ -21,6 +21,17 @@ from .errors import (
 from .job import Job
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
+from .status import JobStatus
+from .tasks import (
+    App,
+    ResultTimeout,
+    ResultUnavailable,
+    Task,
+    TaskCancelled,
+    TaskFailed,
+    TaskHandle,
+    TransactionsUnsupported,
+)
 from .worker import Worker
 
 __version__ = "1.0.0.dev0"
@@ -28,6 +39,7 @@ __version__ = "1.0.0.dev0"
 __all__ = [
     "DEFAULT_RETRY",
     "NO_BACKOFF",
+    "App",
     "AsyncJob",
     "AsyncMongoQueue",
     "AsyncWorker",
@@ -37,12 +49,20 @@ __all__ = [
     "InvalidArgumentType",
     "InvalidPayload",
     "Job",
+    "JobStatus",
     "LeaseLost",
     "MongoQueue",
     "MongoQueueError",
     "PayloadTooLarge",
     "QueueUnavailable",
+    "ResultTimeout",
+    "ResultUnavailable",
     "RetryPolicy",
+    "Task",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "TransactionsUnsupported",
     "Worker",
     "__version__",
 ]

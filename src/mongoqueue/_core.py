@@ -29,10 +29,12 @@ from .errors import (
 )
 from .job import JobData, finished_handle_message, lease_lost_message
 from .retry import RetryPolicy
+from .status import JobStatus, job_status
 from .validation import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     INT64_MAX,
     INT64_MIN,
+    check_bson_value,
     check_consumer_id,
     check_delay,
     check_key,
@@ -334,6 +336,13 @@ class QueueCore:
         job._token = token if doc.get("lease_token") == token else None
 
     @staticmethod
+    def _lease_lost_in_session(job: JobData, action: str) -> LeaseLost:
+        return LeaseLost(
+            f"cannot {action} job {job.id} in this transaction: this handle no longer "
+            "holds it (its lease expired and it was claimed again, or it was settled)"
+        )
+
+    @staticmethod
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
         """The error for a fenced operation that matched nothing; the handle lets go."""
         job._token = None
@@ -349,6 +358,37 @@ class QueueCore:
             cut = len(message) - 2 * half
             message = f"{message[:half]}\n[... {cut} characters cut ...]\n{message[-half:]}"
         return ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter())
+
+    @staticmethod
+    def _keep_ms(keep: object) -> int:
+        """``keep`` (seconds or timedelta) in ms; 0 means delete the job instead."""
+        seconds = check_seconds("keep", keep, allow_zero=True)
+        return round(seconds * 1000)
+
+    @staticmethod
+    def _complete_update(result: object, keep: object) -> list[dict[str, Any]] | None:
+        """``complete(result=, keep=)``: the kept-result update, or None to delete."""
+        if keep is None:
+            if result is not None:
+                raise InvalidArgument(
+                    "complete(result=...) needs keep=SECONDS (how long to keep the result); "
+                    "without keep a completed job is deleted"
+                )
+            return None
+        keep_ms = QueueCore._keep_ms(keep)
+        if keep_ms == 0:
+            return None
+        check_bson_value("the result", result)
+        return ops.complete_update(result, keep_ms)
+
+    def _hand_back_update(
+        self, message: object, max_passes: object, delay: object
+    ) -> list[dict[str, Any]]:
+        if not isinstance(message, str):
+            raise InvalidArgumentType(f"message must be a str, got {type(message).__name__}")
+        passes = check_positive_int("max_passes", max_passes)
+        delay_ms = round(check_seconds("delay", delay, allow_zero=True) * 1000)
+        return ops.pass_update(passes, message, delay_ms)
 
     def _heartbeat_update(self) -> list[dict[str, Any]]:
         return ops.heartbeat_update(self._config.lease_ms)
@@ -367,6 +407,10 @@ class QueueCore:
         counts = {key: int(rows[0][key]) if rows else 0 for key in ops.STATS_KEYS}
         counts["errors"] = counts["failed"]
         return counts
+
+    @staticmethod
+    def _status(job_id: Any, doc: Mapping[str, Any] | None, now: datetime) -> JobStatus:
+        return job_status(job_id, doc, now)
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,12 +33,16 @@ def _utc(value: Any) -> datetime | None:
 class JobData:
     """Read-only view of a job document (shared by the sync and async handles)."""
 
-    __slots__ = ("_data", "_token")
+    __slots__ = ("_data", "_token", "heartbeat_paused")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
         token = self._data.get("lease_token")
         self._token: str | None = token if isinstance(token, str) else None
+        #: While True, a worker's heartbeat leaves this job alone (the task layer
+        #: sets it while a transaction that completes the job is open, so a
+        #: heartbeat write cannot conflict with the transaction's completion).
+        self.heartbeat_paused = False
 
     @property
     def id(self) -> Any:
@@ -72,8 +76,8 @@ class JobData:
     @property
     def state(self) -> str:
         """``"running"`` while held, ``"waiting"`` when in the queue, or ``"failed"``."""
-        if self._data.get("state") == "failed":
-            return "failed"
+        if self._data.get("state") in ("failed", "completed", "cancelled"):
+            return str(self._data["state"])
         return "running" if isinstance(self._data.get("lease_token"), str) else "waiting"
 
     @property
@@ -109,6 +113,14 @@ class JobData:
     @property
     def last_error(self) -> str | None:
         return self._data.get("last_error")
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once a cancel request for this running job reached this handle.
+
+        A worker's heartbeat brings it; a long sync task may check it and stop.
+        """
+        return bool(self._data.get("cancel_requested", False))
 
     @property
     def progress_count(self) -> int | None:
@@ -190,9 +202,20 @@ class Job(JobData):
     def queue(self) -> MongoQueue:
         return self._queue
 
-    def complete(self) -> None:
-        """Mark the job done and remove it from the queue."""
-        self._queue._complete(self)
+    def complete(
+        self, *, result: Any = None, keep: float | timedelta | None = None, session: Any = None
+    ) -> None:
+        """Mark the job done and remove it from the queue.
+
+        With ``keep`` (seconds or timedelta, > 0) the job is kept instead, in state
+        ``completed`` with ``result`` (any BSON value), until the TTL index removes
+        it ``keep`` seconds later: one fenced update, so the result is stored if
+        and only if this handle still holds the job. ``keep=0`` deletes it.
+        With ``session`` the completion is part of that session's transaction: it
+        raises LeaseLost (abort the transaction) when the job is no longer held,
+        and the handle keeps its claim until you call :meth:`let_go` after commit.
+        """
+        self._queue._complete(self, result, keep, session)
 
     def error(self, message: str | None = None) -> None:
         """Record a failed attempt; the job is retried after a backoff, or fails."""
@@ -213,6 +236,26 @@ class Job(JobData):
     def release(self) -> None:
         """Put the job back in the queue at once; its attempts are unchanged."""
         self._queue._release(self)
+
+    def let_go(self) -> None:
+        """Forget this handle's claim: the job was settled elsewhere (a committed
+        transaction that completed it with ``complete(session=...)``)."""
+        self._token = None
+
+    def end_cancelled(self, keep: float | timedelta) -> None:
+        """End this held job in state ``cancelled`` (kept ``keep`` seconds), never retried.
+
+        What a worker does after it sees ``cancel_requested``.
+        """
+        self._queue._end_cancelled(self, keep)
+
+    def hand_back(self, message: str, max_passes: int, delay: float = 1.0) -> None:
+        """Release a job this consumer cannot run, for another consumer.
+
+        Counts the pass; at ``max_passes`` passes the job fails with ``message``.
+        It becomes claimable again after ``delay`` seconds.
+        """
+        self._queue._hand_back(self, message, max_passes, delay)
 
     def __enter__(self) -> dict[str, Any]:
         return self.data

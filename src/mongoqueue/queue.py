@@ -28,8 +28,9 @@ from ._core import (
     check_collection,
 )
 from .errors import driver_errors
-from .job import Job
+from .job import Job, JobData
 from .retry import RetryPolicy
+from .status import JobStatus
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
     RECHECK_SECONDS,
@@ -107,6 +108,7 @@ class MongoQueue(QueueCore):
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
+        session: Any = None,
     ) -> Any:
         """Add a job and return its id.
 
@@ -114,19 +116,23 @@ class MongoQueue(QueueCore):
         hold the job back until then. With ``key``, while a job with that key is
         waiting or running no second one is created and its id is returned.
         ``max_attempts`` and ``retry`` override the queue's settings for this job.
+        With ``session`` (a pymongo client session in a transaction), the job is
+        inserted in that transaction: it exists if and only if the transaction commits.
         """
         doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, self._now())
         self._ensure_ready()
         with driver_errors():
             for _ in range(KEY_RETRIES):
                 try:
-                    self.collection.insert_one(doc)
+                    self.collection.insert_one(doc, session=session)
                     self.events.add("put")
                     return doc["_id"]
                 except pymongo.errors.DuplicateKeyError:
                     if "key" not in doc:
                         raise
-                existing = self.collection.find_one(ops.active_key_filter(doc["key"]), {"_id": 1})
+                existing = self.collection.find_one(
+                    ops.active_key_filter(doc["key"]), {"_id": 1}, session=session
+                )
                 if existing is not None:
                     return existing["_id"]
         raise self._key_conflict(doc["key"])
@@ -246,6 +252,28 @@ class MongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
+    def _fenced_in(
+        self, job: Job, action: str, update: list[dict[str, Any]] | None, session: Any
+    ) -> None:
+        """Apply ``update`` (None: delete) to ``job`` in ``session``'s transaction, fenced.
+
+        The handle keeps its token: only the caller knows whether the transaction
+        commits (then it calls ``job.let_go()``). Raises LeaseLost, which should
+        abort the transaction, when the job is no longer held.
+        """
+        token = self._token_of(job, action)
+        with driver_errors():
+            if update is None:
+                done = (
+                    self.collection.delete_one(ops.held(job.id, token), session=session)
+                ).deleted_count
+            else:
+                done = (
+                    self.collection.update_one(ops.held(job.id, token), update, session=session)
+                ).matched_count
+        if not done:
+            raise self._lease_lost_in_session(job, action)
+
     def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> None:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
@@ -264,7 +292,20 @@ class MongoQueue(QueueCore):
         current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    def _complete(self, job: Job) -> None:
+    def _complete(
+        self,
+        job: Job,
+        result: Any = None,
+        keep: float | timedelta | None = None,
+        session: Any = None,
+    ) -> None:
+        update = self._complete_update(result, keep)
+        if session is not None:
+            self._fenced_in(job, "complete", update, session)
+            return
+        if update is not None:
+            self._fenced(job, "complete", update)
+            return
         token = self._token_of(job, "complete")
         with driver_errors():
             if self.collection.delete_one(ops.held(job.id, token)).deleted_count == 0:
@@ -282,6 +323,13 @@ class MongoQueue(QueueCore):
 
     def _release(self, job: Job) -> None:
         self._fenced(job, "release", ops.release_update())
+
+    def _end_cancelled(self, job: Job, keep: float | timedelta) -> None:
+        update = ops.cancelled_update(self._keep_ms(keep), "cancelled while running")
+        self._fenced(job, "cancel", update)
+
+    def _hand_back(self, job: Job, message: str, max_passes: int, delay: float) -> None:
+        self._fenced(job, "hand back", self._hand_back_update(message, max_passes, delay))
 
     # ------------------------------------------------------------------ inspection
 
@@ -377,6 +425,42 @@ class MongoQueue(QueueCore):
         job_id = self._cancel_target(job)
         with driver_errors():
             return self.collection.delete_one(ops.cancel_filter(job_id)).deleted_count == 1
+
+    def request_cancel(self, job: Job | Any, *, keep: float | timedelta = 0) -> str:
+        """Cancel a job whether it waits or runs; returns what happened.
+
+        A waiting job is cancelled at once (``"cancelled"``): deleted as by
+        ``cancel()``, or kept in state ``cancelled`` for ``keep`` seconds. A running
+        job gets a cancel request (``"requested"``): its worker sees it at its
+        next heartbeat (``job.cancel_requested``) and ends it as cancelled. A job
+        that is failed, finished or unknown is left alone (``""``).
+        """
+        job_id = self._cancel_target(job)
+        keep_ms = self._keep_ms(keep)
+        with driver_errors():
+            if keep_ms == 0:
+                waiting = (self.collection.delete_one(ops.cancel_filter(job_id))).deleted_count
+            else:
+                waiting = (
+                    self.collection.update_one(
+                        ops.cancel_filter(job_id), ops.cancelled_update(keep_ms)
+                    )
+                ).modified_count
+            if waiting:
+                return "cancelled"
+            running = self.collection.update_one(
+                ops.request_cancel_filter(job_id), ops.request_cancel_update()
+            )
+            return "requested" if running.matched_count else ""
+
+    def status(self, job_id: Any) -> JobStatus:
+        """The status of any job by id: its state (see :mod:`mongoqueue.status`),
+        attempts, last error, server timestamps and result where kept."""
+        if isinstance(job_id, JobData):
+            job_id = job_id.id
+        with driver_errors():
+            doc = self.collection.find_one(ops.by_id(job_id))
+        return self._status(job_id, doc, self._now())
 
     def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""
