@@ -24,6 +24,7 @@ from .retry import NO_BACKOFF, RetryPolicy
 from .status import JobStatus
 from .tasks import (
     App,
+    AsyncApp,
     ResultTimeout,
     ResultUnavailable,
     Task,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "NO_BACKOFF",
     "App",
+    "AsyncApp",
     "AsyncJob",
     "AsyncMongoQueue",
     "AsyncWorker",

@@ -7,6 +7,7 @@ Import arrows point down: ``app`` -> ``runner``/``results``/``registry`` ->
 ``operations``/``errors`` -> the raw queue.
 """
 
+from .aio_app import AsyncApp, AsyncTask, AsyncTaskHandle
 from .app import DEFAULT_KEEP_RESULT, App, Task, TaskHandle
 from .errors import (
     ResultTimeout,
@@ -21,6 +22,9 @@ from .runner import TaskTimeout, cancel_requested, current_job
 __all__ = [
     "DEFAULT_KEEP_RESULT",
     "App",
+    "AsyncApp",
+    "AsyncTask",
+    "AsyncTaskHandle",
     "ResultTimeout",
     "ResultUnavailable",
     "Task",

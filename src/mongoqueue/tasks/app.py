@@ -90,6 +90,25 @@ class AppCore:
         self.keep_result = check_seconds("keep_result", keep_result, allow_zero=True)
         self.max_passes = check_positive_int("max_passes", max_passes)
 
+    @staticmethod
+    def _task_options(options: dict[str, Any]) -> dict[str, Any]:
+        allowed = {
+            "name": None,
+            "queue": None,
+            "max_attempts": None,
+            "retry": None,
+            "timeout": None,
+            "priority": 0,
+            "keep_result": None,
+            "transactional": False,
+        }
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise InvalidArgumentType(
+                f"unknown task option(s) {', '.join(unknown)}; options: {', '.join(allowed)}"
+            )
+        return {**allowed, **options}
+
     def _define(self, func: Callable[..., Any], options: dict[str, Any]) -> TaskDef:
         queue = options.pop("queue", None) or self.default_queue
         keep = options.pop("keep_result", None)
