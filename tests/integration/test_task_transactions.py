@@ -44,10 +44,17 @@ def test_enqueue_in_a_transaction_exists_iff_it_commits(
     app.queue().ensure_indexes()
     db.create_collection("users")
     with client.start_session() as session:
-        with pytest.raises(Boom), session.start_transaction():
-            db.users.insert_one({"_id": "ada"}, session=session)
-            rolled_back = welcome.configure(session=session).enqueue("ada")
-            raise Boom
+        handles = []
+
+        def doomed() -> None:
+            with session.start_transaction():
+                db.users.insert_one({"_id": "ada"}, session=session)
+                handles.append(welcome.configure(session=session).enqueue("ada"))
+                raise Boom
+
+        with pytest.raises(Boom):
+            doomed()
+        rolled_back = handles[0]
         assert rolled_back.status() == "unknown"
         assert db.users.count_documents({}) == 0
         assert app.queue().size() == 0
@@ -66,9 +73,14 @@ def test_raw_put_with_session(db: Database[dict[str, Any]], client: MongoClient[
     queue = MongoQueue(db["raw"], "c", retry=NO_BACKOFF)
     queue.ensure_indexes()
     with client.start_session() as session:
-        with pytest.raises(Boom), session.start_transaction():
-            queue.put({"n": 1}, session=session)
-            raise Boom
+
+        def doomed() -> None:
+            with session.start_transaction():
+                queue.put({"n": 1}, session=session)
+                raise Boom
+
+        with pytest.raises(Boom):
+            doomed()
         assert queue.size() == 0
         with session.start_transaction():
             job_id = queue.put({"n": 2}, session=session)
@@ -250,7 +262,7 @@ def test_transactional_task_on_standalone_fails_at_worker_start(standalone_uri: 
         def plain() -> str:
             return "fine"
 
-        with pytest.raises(TransactionsUnsupported, match="pay.*replica set"):
+        with pytest.raises(TransactionsUnsupported, match=r"pay.*replica set"):
             app.worker()
         with pytest.raises(TransactionsUnsupported):
             app.run_until_empty()
