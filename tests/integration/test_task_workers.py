@@ -161,3 +161,43 @@ def test_async_app_enqueue_run_result_and_cancel(mongodb_uri: str) -> None:
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_sync_task_sees_cancel_request_at_heartbeat_and_ends_cancelled(
+    db: Database[dict[str, Any]],
+) -> None:
+    from mongoqueue.tasks import TaskCancelled, cancel_requested
+
+    app = App(db, retry=NO_BACKOFF, timeout=5)
+    started = threading.Event()
+    stopped_by_flag: list[bool] = []
+
+    @app.task
+    def crunch() -> str:
+        started.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if cancel_requested():
+                stopped_by_flag.append(True)
+                return "partial"
+            time.sleep(0.02)
+        return "finished"
+
+    handle = crunch.enqueue()
+    worker = app.worker(heartbeat=0.2, idle_wait=0.5, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert started.wait(20)
+        assert handle.status() == "running"
+        assert handle.cancel() == "requested"
+        with pytest.raises(TaskCancelled):
+            handle.result(timeout=20)
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert stopped_by_flag == [True]
+    status = handle.status()
+    assert status == "cancelled"
+    assert status.attempts == 0  # never retried
+    assert app.run_until_empty() == 0

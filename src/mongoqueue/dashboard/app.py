@@ -105,8 +105,8 @@ def _utc(value: Any) -> datetime | None:
 
 def job_state(doc: dict[str, Any], now: datetime) -> str:
     """available, delayed, running or failed, as ``stats()`` counts the job."""
-    if doc.get("state") == ops.FAILED:
-        return "failed"
+    if doc.get("state") in (ops.FAILED, ops.COMPLETED, ops.CANCELLED):
+        return str(doc["state"])
     if isinstance(doc.get("lease_token"), str):
         return "running"
     visible = _utc(doc.get("visible_at"))
@@ -356,9 +356,12 @@ def create_app(
 
     def cancel_one(request: Request, queue: MongoQueue) -> str:
         job_id = parse_job_id(request.path_params["job_id"])
-        if queue.cancel(job_id):
+        done = queue.request_cancel(job_id)
+        if done == "cancelled":
             return f"cancelled job {job_id}"
-        return f"not cancelled: job {job_id} is not waiting (running, failed or gone)"
+        if done == "requested":
+            return f"asked the worker running job {job_id} to cancel it (at its next heartbeat)"
+        return f"not cancelled: job {job_id} is not waiting or running (failed, finished or gone)"
 
     # ---------------------------------------------------------------- errors
 
