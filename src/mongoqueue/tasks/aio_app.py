@@ -19,7 +19,8 @@ Coroutine tasks are awaited; plain functions run in a thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -120,6 +121,16 @@ class AsyncApp(AppCore):
             )
             self._queues[name] = queue
         return queue
+
+    @contextlib.contextmanager
+    def bound_to(self, db: AsyncDatabase[Any]) -> Iterator[None]:
+        """Use ``db`` instead of the app's database inside the block (for tests:
+        see :mod:`mongoqueue.testing`); the tasks enqueue and run there."""
+        saved, self.db, self._queues = (self.db, self._queues), db, {}
+        try:
+            yield
+        finally:
+            self.db, self._queues = saved
 
     def get_task(self, name: str) -> TaskDef:
         return self.registry[name]

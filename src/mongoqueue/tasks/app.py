@@ -23,9 +23,10 @@ worker module:app``, or :meth:`App.run_until_empty` in tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, overload
 
@@ -237,6 +238,16 @@ class App(AppCore):
             )
             self._queues[name] = queue
         return queue
+
+    @contextlib.contextmanager
+    def bound_to(self, db: Database[Any]) -> Iterator[None]:
+        """Use ``db`` instead of the app's database inside the block (for tests:
+        see :mod:`mongoqueue.testing`); the tasks enqueue and run there."""
+        saved, self.db, self._queues = (self.db, self._queues), db, {}
+        try:
+            yield
+        finally:
+            self.db, self._queues = saved
 
     def get_task(self, name: str) -> TaskDef:
         """The registered task ``name`` (``UnknownTaskError`` if none)."""
