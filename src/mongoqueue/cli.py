@@ -36,6 +36,7 @@ from bson import json_util
 from pymongo import MongoClient
 
 from . import operations as ops
+from ._cli_jobs import cancel_job, job_result, job_status
 from ._cli_parsing import (
     JSON_OPTIONS,
     is_app,
@@ -402,82 +403,6 @@ def purge(all_jobs: bool, yes: bool) -> None:
     out.print(f"deleted {count} jobs")
 
 
-# --------------------------------------------------------------------------- one job
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(job_id: str, as_json: bool) -> None:
-    """Show one job's state (waiting, delayed, running, completed, failed,
-    cancelled or unknown), attempts, last error, times, and result if kept."""
-    info = _settings().queue().status(parse_job_id(job_id))
-    if as_json:
-        _print_json(info.as_dict())
-        return
-    out.print(f"{info.job_id}: {info.state}", markup=False)
-    rows = [
-        ("task", info.task),
-        ("attempts", info.attempts),
-        ("created", info.created_at),
-        ("available", info.available_at if info.state in ("waiting", "delayed") else None),
-        ("started", info.started_at if info.state == "running" else None),
-        ("held by", info.locked_by),
-        ("lease expired", info.lease_expired or None),
-        ("cancel requested", info.cancel_requested or None),
-        ("finished", info.finished_at),
-        ("expires", info.expire_at),
-        ("last error", _last_line(info.last_error) or None),
-        ("result", _short(info.result, 200) if info.has_result else None),
-    ]
-    for name, value in rows:
-        if value is not None:
-            out.print(f"  {name}: {value}", markup=False)
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for the job to finish.",
-)
-def result(job_id: str, wait: float) -> None:
-    """Print a finished job's result as JSON (waiting up to --wait seconds).
-
-    Exit code 1 when the job failed (its error is printed), was cancelled, is
-    unknown, or is still not finished when the wait ends (its state is printed).
-    """
-    from .tasks.results import wait_result
-
-    value = wait_result(_settings().queue(), parse_job_id(job_id), wait)
-    _print_json(value)
-
-
-@cli.command(name="cancel")
-@click.argument("job_id")
-@click.option(
-    "--keep",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to keep a cancelled waiting job (0 deletes it).",
-)
-def cancel_job(job_id: str, keep: float) -> None:
-    """Cancel a job: a waiting one at once, a running one at its worker's next heartbeat."""
-    done = _settings().queue().request_cancel(parse_job_id(job_id), keep=keep)
-    messages = {
-        "cancelled": f"cancelled job {job_id}",
-        "requested": f"asked the worker running job {job_id} to cancel it",
-        "": f"job {job_id} is not waiting or running; nothing to cancel",
-    }
-    out.print(messages[done], markup=False)
-    if not done:
-        raise click.exceptions.Exit(1)
-
-
 # --------------------------------------------------------------------------- worker
 
 
@@ -700,6 +625,13 @@ def demo(jobs: int, workers: int, data_dir: str | None, lease: float, demo_uri: 
     return run_demo(
         jobs=jobs, workers=workers, uri=uri, data_dir=data_dir, lease=lease, console=out
     )
+
+
+# --------------------------------------------------------------------------- one job
+
+cli.add_command(job_status)
+cli.add_command(job_result)
+cli.add_command(cancel_job)
 
 
 # --------------------------------------------------------------------------- entry point
