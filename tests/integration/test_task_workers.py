@@ -201,3 +201,35 @@ def test_sync_task_sees_cancel_request_at_heartbeat_and_ends_cancelled(
     assert status == "cancelled"
     assert status.attempts == 0  # never retried
     assert app.run_until_empty() == 0
+
+
+def test_async_transactional_task_commits_with_its_completion(mongodb_uri: str) -> None:
+    async def scenario() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        name = f"taskat_{uuid.uuid4().hex[:12]}"
+        db = client[name]
+        try:
+            app = AsyncApp(db, retry=NO_BACKOFF, timeout=30)
+            await db.create_collection("accounts")
+
+            @app.task(transactional=True, max_attempts=1)
+            async def credit(amount: int, *, session: Any) -> int:
+                await db.accounts.update_one(
+                    {"_id": "a"}, {"$inc": {"n": amount}}, upsert=True, session=session
+                )
+                if amount < 0:
+                    raise ValueError("no debits")
+                return amount
+
+            good = await credit.enqueue(5)
+            bad = await credit.enqueue(-1)
+            assert await app.run_until_empty() == 2
+            assert await good.result(timeout=5) == 5
+            with pytest.raises(TaskFailed, match="no debits"):
+                await bad.result(timeout=5)
+            assert await db.accounts.find_one({"_id": "a"}) == {"_id": "a", "n": 5}
+        finally:
+            await client.drop_database(name)
+            await client.close()
+
+    asyncio.run(scenario())
