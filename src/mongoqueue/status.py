@@ -120,6 +120,16 @@ class JobStatus(str):
             out["result"] = self.result
         return out
 
+    def __getitem__(self, key: Any) -> Any:
+        """``status["attempts"]`` reads a field (as in ``as_dict()``); ints and slices
+        index the state string as usual."""
+        if isinstance(key, str):
+            fields = self.as_dict()
+            if key not in fields:
+                raise KeyError(key)
+            return fields[key]
+        return str.__getitem__(self, key)
+
     def __repr__(self) -> str:
         return f"<JobStatus {self.job_id} {self.state} attempts={self.attempts}>"
 

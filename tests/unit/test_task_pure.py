@@ -103,6 +103,9 @@ def test_job_status_details_and_naive_dates() -> None:
     assert status.task == "send"
     assert status.attempts == 2
     assert status.as_dict()["state"] == "running"
+    assert status["state"] == "running"
+    assert status["attempts"] == 2
+    assert status[:3] == "run"
 
 
 def test_encode_call_binds_and_names_bad_arguments() -> None:
@@ -144,3 +147,46 @@ def test_queues_wake_pipeline_limits_to_collections() -> None:
     pipeline = queues_wake_pipeline(["high", "low"])
     assert pipeline[0] == {"$match": {"ns.coll": {"$in": ["high", "low"]}}}
     assert pipeline[1:] == ops.wake_pipeline()
+
+
+def _apps() -> tuple[Any, Any]:
+    from pymongo import AsyncMongoClient, MongoClient
+
+    from mongoqueue import App, AsyncApp
+
+    # No server is contacted: clients connect lazily, and registering tasks is local.
+    sync_client: MongoClient[dict[str, Any]] = MongoClient("mongodb://127.0.0.1:9", connect=False)
+    async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        "mongodb://127.0.0.1:9", connect=False
+    )
+    return App(sync_client.db), AsyncApp(async_client.db)
+
+
+def test_transactional_task_kind_must_match_the_app() -> None:
+    app, aapp = _apps()
+
+    async def coro(*, session: Any) -> None:
+        return None
+
+    def plain(*, session: Any) -> None:
+        return None
+
+    with pytest.raises(InvalidArgument, match="register it on an AsyncApp"):
+        app.task(transactional=True)(coro)
+    with pytest.raises(InvalidArgument, match="register it on an App"):
+        aapp.task(transactional=True)(plain)
+    assert app.task(transactional=True)(plain).name == "plain"
+
+
+def test_default_queue_order_is_registration_order_and_options_checked() -> None:
+    app, _ = _apps()
+    app.task(queue="zeta")(lambda: None)
+    app.task(queue="alpha", name="other")(lambda: None)
+    assert app.served_queues(None) == ["zeta", "alpha"]
+    assert app.served_queues(["alpha"]) == ["alpha"]
+    with pytest.raises(InvalidArgumentType, match="not a str"):
+        app.served_queues("alpha")
+    with pytest.raises(InvalidArgumentType, match="unknown task option"):
+        app.task(queues="x")
+    with pytest.raises(InvalidArgument, match="already registered"):
+        app.task(name="other")(lambda: None)

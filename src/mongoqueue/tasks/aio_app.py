@@ -46,6 +46,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class AsyncApp(AppCore):
     """Tasks on the queues of one pymongo ``AsyncDatabase`` (see :class:`~mongoqueue.App`)."""
 
+    _async = True
+
     def __init__(
         self,
         db: AsyncDatabase[Any],
@@ -99,8 +101,10 @@ class AsyncApp(AppCore):
     def task(self, func: Any = None, **options: Any) -> Any:
         """Register a function as a task (see :meth:`mongoqueue.App.task`)."""
 
+        settings = self._task_options(options)
+
         def register(function: Callable[..., Any]) -> AsyncTask:
-            return AsyncTask(self, self._define(function, self._task_options(options)))
+            return AsyncTask(self, self._define(function, dict(settings)))
 
         if func is not None:
             if options:
@@ -252,7 +256,7 @@ class AsyncTaskHandle:
     async def status(self) -> JobStatus:
         return await self.queue.status(self.id)
 
-    async def result(self, timeout: float = 30) -> Any:
+    async def result(self, timeout: float | None = 30) -> Any:
         """See :meth:`mongoqueue.TaskHandle.result`."""
         return await wait_result_async(self.queue, self.id, timeout)
 

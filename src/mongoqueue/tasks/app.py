@@ -34,7 +34,7 @@ from bson.codec_options import CodecOptions
 from pymongo.database import Database
 
 from .._core import DEFAULT_RETRY
-from ..errors import InvalidArgumentType, driver_errors
+from ..errors import InvalidArgument, InvalidArgumentType, driver_errors
 from ..queue import MongoQueue
 from ..retry import RetryPolicy
 from ..status import JobStatus
@@ -68,6 +68,8 @@ def task_codec_options(base: CodecOptions[Any]) -> CodecOptions[Any]:
 
 class AppCore:
     """Settings and registry shared by :class:`App` and ``AsyncApp``."""
+
+    _async = False
 
     def __init__(
         self,
@@ -119,6 +121,14 @@ class AppCore:
             keep_result=self.keep_result if keep is None else keep,
             **options,
         )
+        if definition.transactional and definition.is_async != self._async:
+            kind = "a coroutine function (async def)" if self._async else "a plain function"
+            other = "AsyncApp" if definition.is_async else "App"
+            raise InvalidArgument(
+                f"transactional task {definition.name} must be {kind} on "
+                f"{type(self).__name__}: its session belongs to the app's client; "
+                f"register it on an {other}"
+            )
         self.registry.add(definition)
         return definition
 
@@ -130,9 +140,14 @@ class AppCore:
         )
 
     def served_queues(self, queues: Iterable[str] | None) -> list[str]:
-        names = list(queues) if queues is not None else []
+        """The queues a worker serves, highest first: ``queues``, or every queue with
+        a task in the order the tasks were registered."""
         if isinstance(queues, str):
             raise InvalidArgumentType("queues must be a list of queue names, not a str")
+        names = list(queues) if queues is not None else []
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise InvalidArgumentType(f"queue names must be non-empty str, got {name!r}")
         return names or self.registry.queues() or [self.default_queue]
 
 
@@ -208,16 +223,10 @@ class App(AppCore):
         completion commit in one transaction).
         """
 
+        settings = self._task_options(options)
+
         def register(function: Callable[..., Any]) -> Task:
-            defaults = {
-                "name": None,
-                "max_attempts": None,
-                "retry": None,
-                "timeout": None,
-                "priority": 0,
-                "transactional": False,
-            }
-            return Task(self, self._define(function, {**defaults, **options}))
+            return Task(self, self._define(function, dict(settings)))
 
         if func is not None:
             if options:
@@ -380,7 +389,7 @@ class TaskHandle:
         """The job's status now (see :mod:`mongoqueue.status`)."""
         return self.queue.status(self.id)
 
-    def result(self, timeout: float = 30) -> Any:
+    def result(self, timeout: float | None = 30) -> Any:
         """Wait up to ``timeout`` seconds for the job to finish; return its result.
 
         Raises ``TaskFailed`` (with the remote error and traceback), ``TaskCancelled``,

@@ -171,7 +171,8 @@ class Registry:
         return sorted(self._tasks)
 
     def queues(self) -> list[str]:
-        return sorted({task.queue for task in self._tasks.values()})
+        """Queues with a task, in the order their first task was registered."""
+        return list(dict.fromkeys(task.queue for task in self._tasks.values()))
 
     def values(self) -> list[TaskDef]:
         return list(self._tasks.values())

@@ -19,7 +19,7 @@ from ..aio import AsyncMongoQueue
 from ..errors import driver_errors
 from ..queue import MongoQueue
 from ..status import JobStatus
-from ..validation import check_seconds
+from ..validation import MAX_SECONDS, check_seconds
 from ..waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
     RECHECK_SECONDS,
@@ -44,8 +44,13 @@ def outcome(status: JobStatus) -> Any:
     raise ResultUnavailable(status.job_id)
 
 
-def wait_result(queue: MongoQueue, job_id: Any, timeout: float) -> Any:
-    seconds = check_seconds("timeout", timeout, allow_zero=True)
+def _timeout(timeout: float | None) -> float:
+    """``timeout`` in seconds; None waits as long as it takes."""
+    return MAX_SECONDS if timeout is None else check_seconds("timeout", timeout, allow_zero=True)
+
+
+def wait_result(queue: MongoQueue, job_id: Any, timeout: float | None) -> Any:
+    seconds = _timeout(timeout)
     deadline = Deadline(seconds)
     status = queue.status(job_id)
     if status.final or deadline.expired():
@@ -75,8 +80,8 @@ def wait_result(queue: MongoQueue, job_id: Any, timeout: float) -> Any:
         time.sleep(backoff.next_interval(deadline.remaining()))
 
 
-async def wait_result_async(queue: AsyncMongoQueue, job_id: Any, timeout: float) -> Any:
-    seconds = check_seconds("timeout", timeout, allow_zero=True)
+async def wait_result_async(queue: AsyncMongoQueue, job_id: Any, timeout: float | None) -> Any:
+    seconds = _timeout(timeout)
     deadline = Deadline(seconds)
     status = await queue.status(job_id)
     if status.final or deadline.expired():
