@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,9 +15,11 @@ import pytest
 from bson import Decimal128, ObjectId
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 import mongoqueue
 from mongoqueue import NO_BACKOFF, App, InvalidPayload, MongoQueue
+from mongoqueue.embedded import EmbeddedServer
 from mongoqueue.tasks import ResultTimeout, ResultUnavailable, TaskCancelled, TaskFailed
 
 
@@ -213,3 +217,49 @@ def test_cancel_waiting_task_keeps_it_cancelled(app: App) -> None:
     with pytest.raises(TaskCancelled):
         handle.result(timeout=1)
     assert app.run_until_empty() == 0
+
+
+@pytest.fixture(scope="module")
+def fast_ttl_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of this module's own whose TTL monitor runs every second (mongod's
+    ``ttlMonitorSleepSecs``; 60 s by default), so expiry is seen in a test."""
+    if os.environ.get("MONGODB_URI"):
+        pytest.skip("changes a server parameter: runs on a server of its own")
+    server = EmbeddedServer(
+        tmp_path_factory.mktemp("ttl"),
+        prefer_rust=os.environ.get("MONGOQUEUE_TEST_SERVER", "auto") != "python",
+    )
+    server.start()
+    try:
+        with MongoClient(server.uri) as admin:
+            try:
+                admin.admin.command("setParameter", 1, ttlMonitorSleepSecs=1)
+            except OperationFailure as exc:
+                pytest.skip(f"this server has no ttlMonitorSleepSecs: {exc}")
+        yield server.uri
+    finally:
+        server.close()
+
+
+def test_kept_results_are_removed_by_the_ttl_index(fast_ttl_uri: str) -> None:
+    with MongoClient(fast_ttl_uri) as ttl_client:
+        app = App(ttl_client["ttl_tasks"], retry=NO_BACKOFF)
+
+        @app.task(keep_result=1)
+        def short_lived() -> str:
+            return "soon gone"
+
+        @app.task(keep_result=3600)
+        def long_lived() -> str:
+            return "kept"
+
+        gone, kept = short_lived.enqueue(), long_lived.enqueue()
+        assert app.run_until_empty() == 2
+        assert gone.status() == "completed"
+        deadline = time.monotonic() + 30
+        while gone.status() != "unknown":
+            assert time.monotonic() < deadline, "the TTL index did not remove the job"
+            time.sleep(0.2)
+        assert kept.result(timeout=1) == "kept"
+        with pytest.raises(ResultUnavailable):
+            gone.result(timeout=1)
