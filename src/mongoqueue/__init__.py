@@ -15,6 +15,7 @@ from .errors import (
     InvalidPayload,
     LeaseLost,
     MongoQueueError,
+    NotBSON,
     PayloadTooLarge,
     QueueUnavailable,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "LeaseLost",
     "MongoQueue",
     "MongoQueueError",
+    "NotBSON",
     "PayloadTooLarge",
     "QueueUnavailable",
     "ResultTimeout",

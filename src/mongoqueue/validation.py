@@ -14,7 +14,13 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from .errors import InvalidArgument, InvalidArgumentType, InvalidPayload, PayloadTooLarge
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidPayload,
+    NotBSON,
+    PayloadTooLarge,
+)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -212,7 +218,7 @@ def check_bson_value(what: str, value: object) -> None:
     try:
         bson.encode({"v": value}, check_keys=True)
     except bson.errors.InvalidDocument as exc:
-        raise InvalidPayload(
+        raise NotBSON(
             f"{what} cannot be stored as BSON: {exc}. Pass BSON types (str, int, float, "
             "bool, None, datetime, ObjectId, bytes, Decimal128, lists and dicts with str keys)"
         ) from exc

@@ -114,6 +114,8 @@ def test_non_bson_argument_is_refused_naming_it(app: App) -> None:
         report.enqueue("x", rows={1, 2})
     with pytest.raises(InvalidPayload, match="argument 'title' of task report"):
         report.enqueue(Decimal("1.5"))
+    with pytest.raises(TypeError, match="argument 'rows'"):  # NotBSON is also a TypeError
+        report.enqueue("x", rows=object())
     with pytest.raises(mongoqueue.InvalidArgumentType, match=r"report\.enqueue"):
         report.enqueue("x", unknown=1)
     assert app.queue().size() == 0
