@@ -286,11 +286,11 @@ class AsyncMongoQueue(QueueCore):
     async def _complete(
         self,
         job: AsyncJob,
-        result: Any = None,
+        value: Any = None,
         keep: float | timedelta | None = None,
         session: Any = None,
     ) -> None:
-        update = self._complete_update(result, keep)
+        update = self._complete_update(value, keep)
         if session is not None:
             await self._fenced_in(job, "complete", update, session)
             return

@@ -295,11 +295,11 @@ class MongoQueue(QueueCore):
     def _complete(
         self,
         job: Job,
-        result: Any = None,
+        value: Any = None,
         keep: float | timedelta | None = None,
         session: Any = None,
     ) -> None:
-        update = self._complete_update(result, keep)
+        update = self._complete_update(value, keep)
         if session is not None:
             self._fenced_in(job, "complete", update, session)
             return

@@ -233,3 +233,28 @@ def test_async_transactional_task_commits_with_its_completion(mongodb_uri: str) 
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_cancel_requested_before_a_dead_holder_lease_ends_is_honoured_by_the_next(
+    db: Database[dict[str, Any]],
+) -> None:
+    from mongoqueue.tasks import TaskCancelled
+
+    app = App(db, retry=NO_BACKOFF, timeout=1)
+    ran: list[int] = []
+
+    @app.task
+    def work() -> None:
+        ran.append(1)
+
+    handle = work.enqueue()
+    crashed = app.queue().next()  # a worker claims it, then dies without a word
+    assert crashed is not None
+    assert handle.cancel() == "requested"
+    deadline = time.monotonic() + 20
+    while app.run_until_empty() == 0:  # the lease expires, the next worker claims it
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with pytest.raises(TaskCancelled):
+        handle.result(timeout=5)
+    assert ran == []

@@ -134,20 +134,22 @@ class AsyncTaskRunner:
             message = self.app.unknown_task_message(name)
             await job.hand_back(message, self.app.max_passes, PASS_DELAY_SECONDS)
             return
+        if job.cancel_requested:  # requested while an earlier holder ran it
+            await job.end_cancelled(task.keep_result)
+            return
         token = _current.set(job)
         result: Any = None
         try:
-            if task.transactional and not job.cancel_requested:
+            if task.transactional:
                 await run_transactional_async(job, task, args, kwargs)
                 return
-            if not job.cancel_requested:
-                try:
-                    result = await call_async(job, task, args, kwargs)
-                except _Cancelled:
-                    pass
-                except Exception:
-                    if not job.cancel_requested:
-                        raise
+            try:
+                result = await call_async(job, task, args, kwargs)
+            except _Cancelled:
+                pass
+            except Exception:
+                if not job.cancel_requested:
+                    raise
             if job.cancel_requested:
                 await job.end_cancelled(task.keep_result)
                 return

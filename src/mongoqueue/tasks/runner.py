@@ -196,12 +196,12 @@ class TaskRunner:
                 self.app.unknown_task_message(name), self.app.max_passes, PASS_DELAY_SECONDS
             )
             return
+        if job.cancel_requested:  # requested while an earlier holder ran it
+            job.end_cancelled(task.keep_result)
+            return
         token = _current.set(job)
         try:
             if task.transactional:
-                if job.cancel_requested:
-                    job.end_cancelled(task.keep_result)
-                    return
                 run_transactional(job, task, args, kwargs)
                 return
             try:
