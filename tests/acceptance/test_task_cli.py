@@ -101,3 +101,25 @@ def test_unknown_module_attribute_and_queue_for_function(
     done = _run(mongodb_uri, db, "worker", "tests.acceptance.handlers:record", "--queue", "x")
     assert done.returncode == 2
     assert "--queue is for a task app" in done.stderr
+
+
+def test_async_app_worker_from_the_cli(mongodb_uri: str, db: Database[dict[str, Any]]) -> None:
+    producer = App(db, retry=NO_BACKOFF)
+
+    @producer.task
+    def square(n: int) -> None:
+        raise AssertionError("runs in the worker")
+
+    @producer.task(queue="high")
+    def shout(text: str) -> None:
+        raise AssertionError("runs in the worker")
+
+    squares = [square.enqueue(n) for n in range(3)]
+    loud = shout.enqueue("hi")
+    done = _run(
+        mongodb_uri, db, "worker", "tests.acceptance.task_app_async:app",
+        "--concurrency", "2", "--burst",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [h.result(timeout=5) for h in squares] == [0, 1, 4]
+    assert loud.result(timeout=5) == "HI"
