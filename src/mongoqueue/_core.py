@@ -390,6 +390,14 @@ class QueueCore:
         delay_ms = round(check_seconds("delay", delay, allow_zero=True) * 1000)
         return ops.pass_update(passes, message, delay_ms)
 
+    def _record_session_update(self, session_id: object) -> list[dict[str, Any]]:
+        if not isinstance(session_id, Mapping):
+            raise InvalidArgumentType(
+                f"session_id must be a session's lsid document (session.session_id), "
+                f"got {type(session_id).__name__}"
+            )
+        return ops.record_session_update(dict(session_id), self._config.lease_ms)
+
     def _heartbeat_update(self) -> list[dict[str, Any]]:
         return ops.heartbeat_update(self._config.lease_ms)
 

@@ -313,6 +313,9 @@ class AsyncMongoQueue(QueueCore):
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
 
+    async def _record_session(self, job: AsyncJob, session_id: Any) -> None:
+        await self._fenced(job, "record the session of", self._record_session_update(session_id))
+
     async def _release(self, job: AsyncJob) -> None:
         await self._fenced(job, "release", ops.release_update())
 
@@ -515,6 +518,16 @@ class AsyncJob(JobData):
     async def release(self) -> None:
         """Put the job back in the queue at once; its attempts are unchanged."""
         await self._queue._release(self)
+
+    async def record_session(self, session_id: Mapping[str, Any]) -> None:
+        """Record the session (``session.session_id``) of the transaction about to
+        run this job's task, and extend the lease as :meth:`heartbeat` does.
+
+        A later holder of the job (after this one's lease ended) kills that session
+        first, which aborts a transaction left open by a dead worker at once instead
+        of after the server's ``transactionLifetimeLimitSeconds``.
+        """
+        await self._queue._record_session(self, session_id)
 
     async def let_go(self) -> None:
         """Forget this handle's claim: the job was settled elsewhere (a committed

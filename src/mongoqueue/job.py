@@ -115,6 +115,12 @@ class JobData:
         return self._data.get("last_error")
 
     @property
+    def txn_session(self) -> dict[str, Any] | None:
+        """The lsid recorded by the last ``record_session`` on this job, if any."""
+        value = self._data.get("txn_session")
+        return dict(value) if isinstance(value, Mapping) else None
+
+    @property
     def cancel_requested(self) -> bool:
         """True once a cancel request for this running job reached this handle.
 
@@ -236,6 +242,16 @@ class Job(JobData):
     def release(self) -> None:
         """Put the job back in the queue at once; its attempts are unchanged."""
         self._queue._release(self)
+
+    def record_session(self, session_id: Mapping[str, Any]) -> None:
+        """Record the session (``session.session_id``) of the transaction about to
+        run this job's task, and extend the lease as :meth:`heartbeat` does.
+
+        A later holder of the job (after this one's lease ended) kills that session
+        first, which aborts a transaction left open by a dead worker at once instead
+        of after the server's ``transactionLifetimeLimitSeconds``.
+        """
+        self._queue._record_session(self, session_id)
 
     def let_go(self) -> None:
         """Forget this handle's claim: the job was settled elsewhere (a committed

@@ -39,6 +39,8 @@ Kept jobs (the task layer; a raw ``complete()`` deletes the job instead)::
                                  its holder sees it in the reply of its next heartbeat
     passes            int        (optional) deliveries released because the consumer had
                                  no handler for the job's task
+    txn_session       document   (optional) lsid of the session whose transaction runs a
+                                 transactional task; the next holder kills it first
 
 Every state change is one atomic operation whose filter names the state it
 expects: a claim filters on ``state`` and ``visible_at``; ``complete``, ``error``,
@@ -439,6 +441,21 @@ def progress_update(count: int, lease_ms: int) -> Pipeline:
         {
             "$set": {
                 "progress": _literal(count),
+                "lease_expires_at": _after_ms(lease_ms),
+                "visible_at": _after_ms(lease_ms),
+            }
+        }
+    ]
+
+
+def record_session_update(session_id: Any, lease_ms: int) -> Pipeline:
+    """A transactional task is about to open a transaction in session ``session_id``:
+    record it (so that a later holder can kill it if this one dies mid-transaction)
+    and extend the lease by ``lease_ms`` from now, as a heartbeat does."""
+    return [
+        {
+            "$set": {
+                "txn_session": _literal(session_id),
                 "lease_expires_at": _after_ms(lease_ms),
                 "visible_at": _after_ms(lease_ms),
             }

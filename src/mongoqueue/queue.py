@@ -321,6 +321,9 @@ class MongoQueue(QueueCore):
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
 
+    def _record_session(self, job: Job, session_id: Any) -> None:
+        self._fenced(job, "record the session of", self._record_session_update(session_id))
+
     def _release(self, job: Job) -> None:
         self._fenced(job, "release", ops.release_update())
 

@@ -273,3 +273,61 @@ def test_transactional_task_on_standalone_fails_at_worker_start(standalone_uri: 
     finally:
         client.drop_database("standalone_tasks")
         client.close()
+
+
+def test_next_holder_kills_a_dead_holders_open_transaction(
+    db: Database[dict[str, Any]],
+) -> None:
+    """A worker dies after its task wrote in the transaction and before it committed:
+    the transaction stays open on the server (60 s on mongod) and holds its writes'
+    locks. The next holder of the job kills the recorded session first, so its own
+    run does not conflict with the dead one's writes."""
+    app = App(db, retry=NO_BACKOFF, timeout=1, max_attempts=5)
+    wrote = threading.Event()
+    never = threading.Event()
+    calls: list[str] = []
+
+    @app.task(transactional=True)
+    def bump(*, session: Any) -> str:
+        calls.append(threading.current_thread().name)
+        db.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}, upsert=True, session=session)
+        if len(calls) == 1:
+            wrote.set()
+            never.wait(60)  # "dead": its transaction stays open with its write
+        return "ok"
+
+    db.create_collection("counters")
+    handle = bump.enqueue()
+    from mongoqueue.tasks.runner import TaskRunner
+
+    dead = app.queue().next()
+    assert dead is not None
+    failures: list[BaseException] = []
+
+    def run_dead() -> None:
+        try:
+            TaskRunner(app)(dead)
+        except BaseException as exc:  # it lost the job: expected once it wakes up
+            failures.append(exc)
+
+    thread = threading.Thread(target=run_dead, daemon=True, name="dead")
+    thread.start()
+    assert wrote.wait(30)
+    other = App(db, retry=NO_BACKOFF, timeout=1, consumer_id="worker-2")
+    other.registry = app.registry
+    deadline = time.monotonic() + 30
+    while other.run_until_empty() == 0:  # once the dead holder's lease has expired
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    try:
+        # Its first run got through: no conflict with the dead holder's write.
+        assert handle.status() == "completed"
+        assert calls == ["dead", "MainThread"]
+        assert db.counters.find_one({"_id": "c"}) == {"_id": "c", "n": 1}
+    finally:
+        never.set()
+        thread.join(30)
+    assert db.counters.find_one({"_id": "c"}) == {"_id": "c", "n": 1}
+    # The dead holder's transaction was aborted under it (NoSuchTransaction past its
+    # lease, or LeaseLost on a retry): it raised, and its write is gone.
+    assert len(failures) == 1

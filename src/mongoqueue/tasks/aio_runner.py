@@ -32,7 +32,7 @@ from ..waiting import (
 )
 from .operations import queues_wake_pipeline, read_call
 from .registry import TaskDef
-from .runner import PASS_DELAY_SECONDS, TaskTimeout, _current, has_label
+from .runner import PASS_DELAY_SECONDS, TaskTimeout, _current, has_label, log
 
 if TYPE_CHECKING:
     from .app import AppCore
@@ -85,12 +85,20 @@ async def run_transactional_async(
     """See :func:`mongoqueue.tasks.runner.run_transactional`."""
     queue = job.queue
     deadline = time.monotonic() + queue.timeout
+    client = queue.collection.database.client
+    prior = job.txn_session
+    if prior is not None:
+        try:
+            with driver_errors():
+                await client.admin.command("killSessions", [prior])
+        except MongoQueueError as exc:
+            log.warning("job %s: could not kill the previous holder's session: %s", job.id, exc)
     job.heartbeat_paused = True
     try:
-        session = await _maybe(queue.collection.database.client.start_session())
+        session = await _maybe(client.start_session())
         async with session:
             while True:
-                await job.heartbeat()
+                await job.record_session(session.session_id)
                 try:
                     await _maybe(session.start_transaction())
                     result = await call_async(job, task, args, {**kwargs, "session": session})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from .app import AppCore
 
 __all__ = ["QueueGroup", "TaskRunner", "TaskTimeout", "cancel_requested", "current_job"]
+
+log = logging.getLogger("mongoqueue.worker")
 
 #: Seconds a handed-back job stays invisible, so other workers get it first.
 PASS_DELAY_SECONDS = 1.0
@@ -133,7 +136,10 @@ def call_sync(task: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
 def run_transactional(job: Job, task: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Run ``task`` and complete ``job`` in one transaction; returns the result.
 
-    Each attempt first renews the lease (a heartbeat, outside the transaction),
+    A transaction left open by an earlier holder that died is aborted first: its
+    session (recorded on the job) is killed, so its locks do not hold up this run
+    until the server's ``transactionLifetimeLimitSeconds``. Each attempt records
+    its own session and renews the lease (outside the transaction),
     then runs the function with ``session=`` and the job's fenced completion in
     a transaction, and commits. The worker's own heartbeats for this job pause
     meanwhile (``job.heartbeat_paused``): a heartbeat is a write to the job
@@ -147,11 +153,15 @@ def run_transactional(job: Job, task: TaskDef, args: list[Any], kwargs: dict[str
     queue = job.queue
     deadline = time.monotonic() + queue.timeout
     keep = task.keep_result
+    client = queue.collection.database.client
+    prior = job.txn_session
+    if prior is not None:
+        kill_session(lambda: client.admin.command("killSessions", [prior]), job)
     job.heartbeat_paused = True
     try:
-        with queue.collection.database.client.start_session() as session:
+        with client.start_session() as session:
             while True:
-                job.heartbeat()
+                job.record_session(session.session_id)
                 try:
                     session.start_transaction()
                     result = call_sync(task, args, {**kwargs, "session": session})
@@ -180,6 +190,16 @@ def _commit(session: ClientSession, deadline: float) -> None:
             if has_label(exc, "UnknownTransactionCommitResult") and time.monotonic() < deadline:
                 continue
             raise
+
+
+def kill_session(command: Callable[[], Any], job: JobData) -> None:
+    """Run ``killSessions`` for a dead holder's session; a failure only costs time
+    (the server aborts that transaction after ``transactionLifetimeLimitSeconds``)."""
+    try:
+        with driver_errors():
+            command()
+    except MongoQueueError as exc:
+        log.warning("job %s: could not kill the previous holder's session: %s", job.id, exc)
 
 
 class TaskRunner:
