@@ -258,3 +258,34 @@ def test_cancel_requested_before_a_dead_holder_lease_ends_is_honoured_by_the_nex
     with pytest.raises(TaskCancelled):
         handle.result(timeout=5)
     assert ran == []
+
+
+def test_coroutine_task_on_a_sync_app_is_cancelled_at_once(
+    db: Database[dict[str, Any]],
+) -> None:
+    from mongoqueue.tasks import TaskCancelled
+
+    app = App(db, retry=NO_BACKOFF, timeout=5)
+    started = threading.Event()
+    finished: list[bool] = []
+
+    @app.task
+    async def wait_forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+        finished.append(True)
+
+    handle = wait_forever.enqueue()
+    worker = app.worker(heartbeat=0.2, idle_wait=0.5, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert started.wait(20)
+        assert handle.cancel() == "requested"
+        with pytest.raises(TaskCancelled):
+            handle.result(timeout=20)
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert finished == []
+    assert handle.status() == "cancelled"

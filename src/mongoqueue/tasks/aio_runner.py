@@ -32,16 +32,19 @@ from ..waiting import (
 )
 from .operations import queues_wake_pipeline, read_call
 from .registry import TaskDef
-from .runner import PASS_DELAY_SECONDS, TaskTimeout, _current, has_label, log
+from .runner import (
+    CANCEL_CHECK_SECONDS,
+    PASS_DELAY_SECONDS,
+    TaskTimeout,
+    _current,
+    has_label,
+    log,
+)
 
 if TYPE_CHECKING:
     from .app import AppCore
 
 __all__ = ["AsyncQueueGroup", "AsyncTaskRunner", "run_until_empty_async"]
-
-#: How often a running coroutine task's job is checked for a cancel request (no I/O:
-#: the flag arrives with the worker's heartbeats).
-CANCEL_CHECK_SECONDS = 0.05
 
 
 class _Cancelled(Exception):

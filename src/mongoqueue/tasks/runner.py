@@ -76,6 +76,15 @@ class TaskTimeout(MongoQueueError):
     """A task ran past its ``timeout``; the attempt counts as failed."""
 
 
+class TaskCancelledHere(MongoQueueError):
+    """A running task was cancelled on request; its job ends cancelled."""
+
+
+#: How often a running coroutine task's job is checked for a cancel request (no I/O:
+#: the flag arrives with the worker's heartbeats).
+CANCEL_CHECK_SECONDS = 0.05
+
+
 def has_label(exc: BaseException, label: str) -> bool:
     """Whether ``exc`` (or the driver error it wraps) carries an error label."""
     while exc is not None:
@@ -101,14 +110,28 @@ def call_sync(task: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Call the task's function in this thread (a coroutine function via asyncio.run),
     enforcing its ``timeout``: past it the attempt fails and the call is abandoned."""
     if task.is_async:
+        job = _current.get()
 
         async def run() -> Any:
-            return await asyncio.wait_for(task.func(*args, **kwargs), task.timeout)
+            # Checked often (no I/O: heartbeats bring the flag), so a cancel request
+            # or the timeout cancels the coroutine at once, as on AsyncApp.
+            running = asyncio.ensure_future(task.func(*args, **kwargs))
+            started = time.monotonic()
+            while True:
+                done, _ = await asyncio.wait({running}, timeout=CANCEL_CHECK_SECONDS)
+                if done:
+                    return running.result()
+                cancelled = job is not None and job.cancel_requested
+                late = task.timeout is not None and time.monotonic() - started >= task.timeout
+                if cancelled or late:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+                    if cancelled:
+                        raise TaskCancelledHere(f"task {task.name} was cancelled while running")
+                    raise TaskTimeout(f"task {task.name} ran past its timeout of {task.timeout}s")
 
-        try:
-            return asyncio.run(run())
-        except asyncio.TimeoutError as exc:
-            raise TaskTimeout(f"task {task.name} ran past its timeout of {task.timeout}s") from exc
+        return asyncio.run(run())
     if task.timeout is None:
         return task.func(*args, **kwargs)
     box: dict[str, Any] = {}
