@@ -126,3 +126,27 @@ def worker_memory(
     worker = Worker(q, handler, concurrency=4, handle_signals=False, grace=60)
     worker.run()
     results.put((done, rss))
+
+
+def task_worker(uri: str, database: str, collection: str, ready: Any, stop: Any) -> None:
+    """An app worker (``App.worker``) on queue ``collection`` running a no-op task,
+    until ``stop`` is set: the far end of the enqueue -> result row."""
+    import threading
+
+    from mongoqueue import App
+
+    client: MongoClient[dict[str, Any]] = MongoClient(uri)
+    app = App(client[database], consumer_id=f"bench-worker-{os.getpid()}")
+
+    @app.task(name="noop", queue=collection)
+    def noop(t: float) -> float:
+        return t
+
+    worker = app.worker([collection], idle_wait=1.0, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    ready.set()
+    stop.wait()
+    worker.stop()
+    thread.join()
+    client.close()

@@ -520,6 +520,24 @@ def latency(b: Bench) -> list[Row]:
     stream, polled = results["change stream"], results["polling"]
     p50, p95 = percentile(stream, 50), percentile(stream, 95)
     q50, q95 = percentile(polled, 50), percentile(polled, 95)
+    tasks = task_result_latencies(b)
+    t50, t95 = percentile(tasks, 50), percentile(tasks, 95)
+    task_row = Row(
+        "enqueue -> result(), task on an app worker, p50",
+        ms(t50),
+        f"next(wait=) wake-up {ms(p50)}",
+        t50 / p50,
+        "<= 2x next(wait=) p50",
+        t50 <= 2 * p50 and len(tasks) == s.latency_samples,
+        [
+            f"task round trip over {len(tasks)} calls at random 50-300 ms gaps: "
+            f"task.enqueue() then handle.result() (woken by a change stream on the job) "
+            f"while an App worker in another process waits on a database change stream: "
+            f"p50 {ms(t50)}, p95 {ms(t95)}; ratio column: task round trip / next(wait=) "
+            "wake-up p50 (the round trip adds the worker's claim, the completion and "
+            "the result's wake-up to one wake-up)"
+        ],
+    )
     return [
         Row(
             "put -> handler start, next(wait=), p50",
@@ -542,7 +560,44 @@ def latency(b: Bench) -> list[Row]:
             "-",
             None,
         ),
+        task_row,
     ]
+
+
+def task_result_latencies(b: Bench) -> list[float]:
+    """Seconds from ``task.enqueue()`` to ``handle.result()`` returning, per call."""
+    from mongoqueue import App
+
+    s = b.sizes
+    b.log(f"enqueue -> result(), app worker: {s.latency_samples} tasks")
+    c = b.collection("task_latency")
+    app = App(b.database, consumer_id="bench-producer")
+
+    @app.task(name="noop", queue=c.name)
+    def noop(t: float) -> float:
+        return t
+
+    app.queue(c.name).ensure_indexes()
+    ready, stop = SPAWN.Event(), SPAWN.Event()
+    p = SPAWN.Process(
+        target=consumer.task_worker, args=(b.uri, b.database_name, c.name, ready, stop)
+    )
+    p.start()
+    latencies: list[float] = []
+    try:
+        ready.wait(timeout=60)
+        time.sleep(0.5)  # let the worker block in its wait
+        gaps = random.Random(5)
+        for _ in range(s.latency_samples):
+            time.sleep(gaps.uniform(0.05, 0.3))
+            began = time.perf_counter()
+            noop.enqueue(time.time()).result(timeout=30)
+            latencies.append(time.perf_counter() - began)
+    finally:
+        stop.set()
+        p.join(timeout=60)
+        b.drop(c)
+    return latencies
 
 
 def _rss_run(b: Bench, target: Any, label: str, first: int) -> tuple[int, dict[int, int]]:

@@ -15,12 +15,25 @@ from .errors import (
     InvalidPayload,
     LeaseLost,
     MongoQueueError,
+    NotBSON,
     PayloadTooLarge,
     QueueUnavailable,
 )
 from .job import Job
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
+from .status import JobStatus
+from .tasks import (
+    App,
+    AsyncApp,
+    ResultTimeout,
+    ResultUnavailable,
+    Task,
+    TaskCancelled,
+    TaskFailed,
+    TaskHandle,
+    TransactionsUnsupported,
+)
 from .worker import Worker
 
 __version__ = "1.0.0.dev0"
@@ -28,6 +41,8 @@ __version__ = "1.0.0.dev0"
 __all__ = [
     "DEFAULT_RETRY",
     "NO_BACKOFF",
+    "App",
+    "AsyncApp",
     "AsyncJob",
     "AsyncMongoQueue",
     "AsyncWorker",
@@ -37,12 +52,21 @@ __all__ = [
     "InvalidArgumentType",
     "InvalidPayload",
     "Job",
+    "JobStatus",
     "LeaseLost",
     "MongoQueue",
     "MongoQueueError",
+    "NotBSON",
     "PayloadTooLarge",
     "QueueUnavailable",
+    "ResultTimeout",
+    "ResultUnavailable",
     "RetryPolicy",
+    "Task",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "TransactionsUnsupported",
     "Worker",
     "__version__",
 ]

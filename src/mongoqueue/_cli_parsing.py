@@ -66,6 +66,13 @@ def parse_handler_spec(spec: str) -> tuple[str, str]:
     return module, attr
 
 
+def is_app(target: object) -> bool:
+    """True for a task application (``mongoqueue.App`` or ``AsyncApp``)."""
+    from .tasks.app import AppCore
+
+    return isinstance(target, AppCore)
+
+
 def load_handler(spec: str) -> Callable[..., Any]:
     """Import the handler named by ``module:function`` (the current directory is importable)."""
     module_name, attr = parse_handler_spec(spec)
@@ -79,8 +86,8 @@ def load_handler(spec: str) -> Callable[..., Any]:
         if not hasattr(target, part):
             raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise click.BadParameter(f"{spec} is not callable")
+    if not callable(target) and not is_app(target):
+        raise click.BadParameter(f"{spec} is not callable (nor a mongoqueue App)")
     handler: Callable[..., Any] = target
     return handler
 

@@ -30,7 +30,7 @@ from .worker import Worker
 if TYPE_CHECKING:
     from .cli import Settings
 
-__all__ = ["import_extra", "run_worker"]
+__all__ = ["import_extra", "run_app_worker", "run_worker"]
 
 log = logging.getLogger("mongoqueue.worker")
 
@@ -121,3 +121,60 @@ def _serve_metrics(
     log.info("metrics at http://%s:%d/metrics", host, port)
     observe: Callable[[Any, str, float], None] = metrics.observe
     return observe, stop
+
+
+def run_app_worker(
+    app: Any,
+    queues: list[str],
+    options: dict[str, Any],
+    *,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_auth: BasicAuth | None = None,
+) -> int:
+    """Run the worker of a task app (``mongoqueue worker module:app``) on the app's database.
+
+    An ``AsyncApp`` runs on an AsyncWorker under ``asyncio.run``, an ``App`` on a
+    Worker. A transactional task on a server without transactions fails here, at
+    start, with ``TransactionsUnsupported``.
+    """
+    from .tasks import AsyncApp
+
+    if isinstance(app, AsyncApp):
+        return asyncio.run(
+            _run_async_app(app, queues, options, metrics_port, metrics_host, metrics_auth)
+        )
+    worker = app.worker(queues or None, **options)
+    stop_metrics = None
+    if metrics_port is not None:
+        worker.observer, stop_metrics = _serve_metrics(
+            worker.queue, None, metrics_port, metrics_host, metrics_auth
+        )
+    try:
+        code: int = worker.run()
+        return code
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+async def _run_async_app(
+    app: Any,
+    queues: list[str],
+    options: dict[str, Any],
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_auth: BasicAuth | None,
+) -> int:
+    worker = await app.worker(queues or None, **options)
+    stop_metrics = None
+    if metrics_port is not None:
+        worker.observer, stop_metrics = _serve_metrics(
+            worker.queue, None, metrics_port, metrics_host, metrics_auth
+        )
+    try:
+        code: int = await worker.run()
+        return code
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()

@@ -32,10 +32,12 @@ from .errors import (
 )
 from .job import JobData, finished_handle_message, lease_lost_message
 from .retry import NO_BACKOFF, RetryPolicy
+from .status import JobStatus, job_status
 from .validation import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     INT64_MAX,
     INT64_MIN,
+    check_bson_value,
     check_consumer_id,
     check_delay,
     check_key,
@@ -421,6 +423,13 @@ class QueueCore:
         return job.data
 
     @staticmethod
+    def _lease_lost_in_session(job: JobData, action: str) -> LeaseLost:
+        return LeaseLost(
+            f"cannot {action} job {job.id} in this transaction: this handle no longer "
+            "holds it (its lease expired and it was claimed again, or it was settled)"
+        )
+
+    @staticmethod
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
         """The error for a fenced operation that matched nothing; the handle lets go."""
         job._token = None
@@ -436,6 +445,45 @@ class QueueCore:
             cut = len(message) - 2 * half
             message = f"{message[:half]}\n[... {cut} characters cut ...]\n{message[-half:]}"
         return ops.fail_update(message, self.max_attempts, self.retry, self.retry.draw_jitter())
+
+    @staticmethod
+    def _keep_ms(keep: object) -> int:
+        """``keep`` (seconds or timedelta) in ms; 0 means delete the job instead."""
+        seconds = check_seconds("keep", keep, allow_zero=True)
+        return round(seconds * 1000)
+
+    @staticmethod
+    def _complete_update(result: object, keep: object) -> list[dict[str, Any]] | None:
+        """``complete(result=, keep=)``: the kept-result update, or None to delete."""
+        if keep is None:
+            if result is not None:
+                raise InvalidArgument(
+                    "complete(result=...) needs keep=SECONDS (how long to keep the result); "
+                    "without keep a completed job is deleted"
+                )
+            return None
+        keep_ms = QueueCore._keep_ms(keep)
+        if keep_ms == 0:
+            return None
+        check_bson_value("the result", result)
+        return ops.complete_update(result, keep_ms)
+
+    def _hand_back_update(
+        self, message: object, max_passes: object, delay: object
+    ) -> list[dict[str, Any]]:
+        if not isinstance(message, str):
+            raise InvalidArgumentType(f"message must be a str, got {type(message).__name__}")
+        passes = check_positive_int("max_passes", max_passes)
+        delay_ms = round(check_seconds("delay", delay, allow_zero=True) * 1000)
+        return ops.pass_update(passes, message, delay_ms)
+
+    def _record_session_update(self, session_id: object) -> list[dict[str, Any]]:
+        if not isinstance(session_id, Mapping):
+            raise InvalidArgumentType(
+                f"session_id must be a session's lsid document (session.session_id), "
+                f"got {type(session_id).__name__}"
+            )
+        return ops.record_session_update(dict(session_id), self._config.lease_ms)
 
     def _heartbeat_update(self) -> list[dict[str, Any]]:
         return ops.heartbeat_update(self._config.lease_ms)
@@ -454,6 +502,10 @@ class QueueCore:
         """A hinted count met no such index: the collection was dropped (by ``clear()``
         elsewhere) after this queue made its indexes; make them again and retry."""
         return exc.code == _BAD_VALUE and "hint" in str(exc)
+
+    @staticmethod
+    def _status(job_id: Any, doc: Mapping[str, Any] | None, now: datetime) -> JobStatus:
+        return job_status(job_id, doc, now)
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

@@ -41,6 +41,7 @@ from ._core import (
 from .errors import MongoQueueError, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
+from .status import JobStatus
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
     RECHECK_SECONDS,
@@ -144,6 +145,7 @@ class AsyncMongoQueue(QueueCore):
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
+        session: Any = None,
     ) -> Any:
         """Add a job and return its id.
 
@@ -151,6 +153,8 @@ class AsyncMongoQueue(QueueCore):
         hold the job back until then. With ``key``, while a job with that key is
         waiting or running no second one is created and its id is returned.
         ``max_attempts`` and ``retry`` override the queue's settings for this job.
+        With ``session`` (a pymongo client session in a transaction), the job is
+        inserted in that transaction: it exists if and only if the transaction commits.
         """
         now = await self._now()
         doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, now)
@@ -158,14 +162,14 @@ class AsyncMongoQueue(QueueCore):
         with driver_errors():
             for _ in range(KEY_RETRIES):
                 try:
-                    await self.collection.insert_one(doc)
+                    await self.collection.insert_one(doc, session=session)
                     self.events.add("put")
                     return doc["_id"]
                 except pymongo.errors.DuplicateKeyError:
                     if "key" not in doc:
                         raise
                 existing = await self.collection.find_one(
-                    ops.active_key_filter(doc["key"]), {"_id": 1}
+                    ops.active_key_filter(doc["key"]), {"_id": 1}, session=session
                 )
                 if existing is not None:
                     return existing["_id"]
@@ -324,6 +328,30 @@ class AsyncMongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
+    async def _fenced_in(
+        self, job: AsyncJob, action: str, update: list[dict[str, Any]] | None, session: Any
+    ) -> None:
+        """Apply ``update`` (None: delete) to ``job`` in ``session``'s transaction, fenced.
+
+        The handle keeps its token: only the caller knows whether the transaction
+        commits (then it calls ``job.let_go()``). Raises LeaseLost, which should
+        abort the transaction, when the job is no longer held.
+        """
+        token = self._token_of(job, action)
+        with driver_errors():
+            if update is None:
+                done = (
+                    await self.collection.delete_one(ops.held(job.id, token), session=session)
+                ).deleted_count
+            else:
+                done = (
+                    await self.collection.update_one(
+                        ops.held(job.id, token), update, session=session
+                    )
+                ).matched_count
+        if not done:
+            raise self._lease_lost_in_session(job, action)
+
     async def _fenced(
         self, job: AsyncJob, action: str, update: list[dict[str, Any]]
     ) -> dict[str, Any]:
@@ -344,9 +372,22 @@ class AsyncMongoQueue(QueueCore):
         current = await self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    async def _complete(self, job: AsyncJob) -> dict[str, Any] | None:
+    async def _complete(
+        self,
+        job: AsyncJob,
+        value: Any = None,
+        keep: float | timedelta | None = None,
+        session: Any = None,
+    ) -> dict[str, Any] | None:
         if self._completed_by(job):
             return None
+        update = self._complete_update(value, keep)
+        if session is not None:
+            await self._fenced_in(job, "complete", update, session)
+            return job.data
+        if update is not None:
+            await self._fenced(job, "complete", update)
+            return self._after_complete(job)
         token = self._token_of(job, "complete")
         with driver_errors():
             result = await self.collection.delete_one(ops.held(job.id, token))
@@ -363,8 +404,18 @@ class AsyncMongoQueue(QueueCore):
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
 
+    async def _record_session(self, job: AsyncJob, session_id: Any) -> None:
+        await self._fenced(job, "record the session of", self._record_session_update(session_id))
+
     async def _release(self, job: AsyncJob) -> dict[str, Any]:
         return await self._fenced(job, "release", ops.release_update())
+
+    async def _end_cancelled(self, job: AsyncJob, keep: float | timedelta) -> None:
+        update = ops.cancelled_update(self._keep_ms(keep), "cancelled while running")
+        await self._fenced(job, "cancel", update)
+
+    async def _hand_back(self, job: AsyncJob, message: str, max_passes: int, delay: float) -> None:
+        await self._fenced(job, "hand back", self._hand_back_update(message, max_passes, delay))
 
     # ------------------------------------------------------------------ inspection
 
@@ -484,6 +535,44 @@ class AsyncMongoQueue(QueueCore):
             result = await self.collection.delete_one(ops.cancel_filter(job_id))
         return result.deleted_count == 1
 
+    async def request_cancel(self, job: AsyncJob | Any, *, keep: float | timedelta = 0) -> str:
+        """Cancel a job whether it waits or runs; returns what happened.
+
+        A waiting job is cancelled at once (``"cancelled"``): deleted as by
+        ``cancel()``, or kept in state ``cancelled`` for ``keep`` seconds. A running
+        job gets a cancel request (``"requested"``): its worker sees it at its
+        next heartbeat (``job.cancel_requested``) and ends it as cancelled. A job
+        that is failed, finished or unknown is left alone (``""``).
+        """
+        job_id = self._cancel_target(job)
+        keep_ms = self._keep_ms(keep)
+        with driver_errors():
+            if keep_ms == 0:
+                waiting = (
+                    await self.collection.delete_one(ops.cancel_filter(job_id))
+                ).deleted_count
+            else:
+                waiting = (
+                    await self.collection.update_one(
+                        ops.cancel_filter(job_id), ops.cancelled_update(keep_ms)
+                    )
+                ).modified_count
+            if waiting:
+                return "cancelled"
+            running = await self.collection.update_one(
+                ops.request_cancel_filter(job_id), ops.request_cancel_update()
+            )
+            return "requested" if running.matched_count else ""
+
+    async def status(self, job_id: Any) -> JobStatus:
+        """The status of any job by id: its state (see :mod:`mongoqueue.status`),
+        attempts, last error, server timestamps and result where kept."""
+        if isinstance(job_id, JobData):
+            job_id = job_id.id
+        with driver_errors():
+            doc = await self.collection.find_one(ops.by_id(job_id))
+        return self._status(job_id, doc, await self._now())
+
     async def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""
         with driver_errors():
@@ -524,12 +613,21 @@ class AsyncJob(JobData):
     def queue(self) -> AsyncMongoQueue:
         return self._queue
 
-    async def complete(self) -> dict[str, Any] | None:
+    async def complete(
+        self, *, result: Any = None, keep: float | timedelta | None = None, session: Any = None
+    ) -> dict[str, Any] | None:
         """Mark the job done and remove it from the queue; returns the job document.
 
         Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        With ``keep`` (seconds or timedelta, > 0) the job is kept instead, in state
+        ``completed`` with ``result`` (any BSON value), until the TTL index removes
+        it ``keep`` seconds later: one fenced update, so the result is stored if
+        and only if this handle still holds the job. ``keep=0`` deletes it.
+        With ``session`` the completion is part of that session's transaction: it
+        raises LeaseLost (abort the transaction) when the job is no longer held,
+        and the handle keeps its claim until you call :meth:`let_go` after commit.
         """
-        return await self._queue._complete(self)
+        return await self._queue._complete(self, result, keep, session)
 
     async def error(self, message: str | None = None) -> None:
         """Record a failed attempt: the job is available again (after the queue's
@@ -557,6 +655,37 @@ class AsyncJob(JobData):
         Returns the job document.
         """
         return await self._queue._release(self)
+
+    async def record_session(self, session_id: Mapping[str, Any]) -> None:
+        """Record the session (``session.session_id``) of the transaction about to
+        run this job's task, and extend the lease as :meth:`heartbeat` does.
+
+        A later holder of the job (after this one's lease ended) kills that session
+        first, which aborts a transaction left open by a dead worker at once instead
+        of after the server's ``transactionLifetimeLimitSeconds``.
+        """
+        await self._queue._record_session(self, session_id)
+
+    async def let_go(self) -> None:
+        """Forget this handle's claim: the job was settled elsewhere (a committed
+        transaction that completed it with ``complete(session=...)``)."""
+        self._token = None
+        self._settled = "complete"
+
+    async def end_cancelled(self, keep: float | timedelta) -> None:
+        """End this held job in state ``cancelled`` (kept ``keep`` seconds), never retried.
+
+        What a worker does after it sees ``cancel_requested``.
+        """
+        await self._queue._end_cancelled(self, keep)
+
+    async def hand_back(self, message: str, max_passes: int, delay: float = 1.0) -> None:
+        """Release a job this consumer cannot run, for another consumer.
+
+        Counts the pass; at ``max_passes`` passes the job fails with ``message``.
+        It becomes claimable again after ``delay`` seconds.
+        """
+        await self._queue._hand_back(self, message, max_passes, delay)
 
     async def __aenter__(self) -> dict[str, Any]:
         return self.data

@@ -413,6 +413,8 @@ class AsyncWorker(WorkerCore):
         async with running.lock:
             if running.settled is not None or not running.job.held:
                 return
+            if running.job.heartbeat_paused:
+                return
             try:
                 await running.job.heartbeat()
                 running.last_beat = time.monotonic()

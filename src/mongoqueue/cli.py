@@ -39,15 +39,17 @@ from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
 
 from . import operations as ops
+from ._cli_jobs import cancel_job, job_result, job_status
 from ._cli_parsing import (
     JSON_OPTIONS,
+    is_app,
     load_handler,
     parse_handler_spec,
     parse_job_id,
     parse_payloads,
     redact,
 )
-from ._cli_worker import import_extra, run_worker
+from ._cli_worker import import_extra, run_app_worker, run_worker
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -510,6 +512,14 @@ def purge(all_jobs: bool, yes: bool) -> None:
 @cli.command()
 @click.argument("handler")
 @click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    help="For a task app (module:app): a queue to serve; repeat it, highest first "
+    "[default: every queue with a task].",
+)
+@click.option(
     "-c",
     "--concurrency",
     type=click.IntRange(min=1),
@@ -581,6 +591,7 @@ def purge(all_jobs: bool, yes: bool) -> None:
 )
 def worker(
     handler: str,
+    queues: tuple[str, ...],
     concurrency: int,
     timeout: float,
     heartbeat: float | None,
@@ -603,6 +614,10 @@ def worker(
 
     A coroutine function (async def) runs on asyncio with an AsyncJob
     (AsyncWorker), the others in threads (Worker); the options are the same.
+    HANDLER may also be a task app (module:app, a mongoqueue App or AsyncApp):
+    the worker runs every registered task of the --queue queues, on the app's
+    own database and settings (--timeout, --max-attempts and the retry options
+    are the app's then).
 
     Exit codes: 0 stopped as asked, 1 failed, 2 bad usage, 3 MongoDB
     unreachable, 4 metrics beyond loopback without authentication, 5 metrics
@@ -621,6 +636,24 @@ def worker(
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    worker_options = {
+        "concurrency": concurrency,
+        "heartbeat": heartbeat,
+        "hard_limit": hard_limit,
+        "grace": grace,
+        "burst": burst,
+    }
+    if is_app(function):
+        return run_app_worker(
+            function,
+            list(queues),
+            worker_options,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            metrics_auth=metrics_auth,
+        )
+    if queues:
+        raise BadArgument("--queue is for a task app (module:app), not a handler function")
     retry = RetryPolicy(initial=retry_initial, maximum=max(retry_max, retry_initial))
     return run_worker(
         _settings(),
@@ -796,6 +829,13 @@ def demo(jobs: int, workers: int, data_dir: str | None, lease: float, demo_uri: 
     return run_demo(
         jobs=jobs, workers=workers, uri=uri, data_dir=data_dir, lease=lease, console=out
     )
+
+
+# --------------------------------------------------------------------------- one job
+
+cli.add_command(job_status)
+cli.add_command(job_result)
+cli.add_command(cancel_job)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -5,7 +5,8 @@ Hierarchy::
     MongoQueueError
     ├── InvalidArgument (also a ValueError)    a value is out of range or malformed
     │   ├── InvalidPayload                     a payload MongoDB cannot store as given
-    │   │   └── PayloadTooLarge                over the server's document size limit
+    │   │   ├── PayloadTooLarge                over the server's document size limit
+    │   │   └── NotBSON (also a TypeError)     a task argument or result that is not BSON
     │   ├── DuplicateKeyConflict               requeue would duplicate an active job's key
     │   └── httpauth.AuthenticationRequired    a server beyond loopback without authentication
     ├── InvalidArgumentType (also a TypeError) an argument has the wrong type
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidPayload",
     "LeaseLost",
     "MongoQueueError",
+    "NotBSON",
     "PayloadTooLarge",
     "QueueUnavailable",
     "driver_errors",
@@ -58,6 +60,10 @@ class InvalidPayload(InvalidArgument):
 
 class PayloadTooLarge(InvalidPayload):
     """The job document would exceed the server's maximum document size."""
+
+
+class NotBSON(InvalidPayload, TypeError):
+    """A task argument or result of a type BSON cannot store (the message names it)."""
 
 
 class DuplicateKeyConflict(InvalidArgument):

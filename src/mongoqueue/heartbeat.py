@@ -111,6 +111,8 @@ class Heartbeat:
         with running.lock:
             if running.settled is not None or not running.job.held:
                 return
+            if running.job.heartbeat_paused:
+                return
             try:
                 running.job.heartbeat()
                 running.last_beat = time.monotonic()

@@ -43,7 +43,7 @@ def _utc(value: Any) -> datetime | None:
 class JobData:
     """Read-only view of a job document (shared by the sync and async handles)."""
 
-    __slots__ = ("_data", "_settled", "_token")
+    __slots__ = ("_data", "_settled", "_token", "heartbeat_paused")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
@@ -52,6 +52,10 @@ class JobData:
         #: How this handle itself let go of the job: "complete", "returned" (error or
         #: release), or None while it holds it (or never did, or lost its lease).
         self._settled: str | None = None
+        #: While True, a worker's heartbeat leaves this job alone (the task layer
+        #: sets it while a transaction that completes the job is open, so a
+        #: heartbeat write cannot conflict with the transaction's completion).
+        self.heartbeat_paused = False
 
     @property
     def id(self) -> Any:
@@ -85,8 +89,8 @@ class JobData:
     @property
     def state(self) -> str:
         """``"running"`` while held, ``"waiting"`` when in the queue, or ``"failed"``."""
-        if self._data.get("state") == "failed":
-            return "failed"
+        if self._data.get("state") in ("failed", "completed", "cancelled"):
+            return str(self._data["state"])
         return "running" if isinstance(self._data.get("lease_token"), str) else "waiting"
 
     @property
@@ -122,6 +126,20 @@ class JobData:
     @property
     def last_error(self) -> str | None:
         return self._data.get("last_error")
+
+    @property
+    def txn_session(self) -> dict[str, Any] | None:
+        """The lsid recorded by the last ``record_session`` on this job, if any."""
+        value = self._data.get("txn_session")
+        return dict(value) if isinstance(value, Mapping) else None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once a cancel request for this running job reached this handle.
+
+        A worker's heartbeat brings it; a long sync task may check it and stop.
+        """
+        return bool(self._data.get("cancel_requested", False))
 
     @property
     def progress_count(self) -> int | None:

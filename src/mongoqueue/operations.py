@@ -28,6 +28,20 @@ A job is one document::
     last_error        str|null   message of the last failure
     created_at        date       when put() ran
 
+Kept jobs (the task layer; a raw ``complete()`` deletes the job instead)::
+
+    state             "completed" finished with a result, kept until expire_at
+                      "cancelled" cancelled (waiting, or running after a cancel request)
+    result            any        (completed) the value the task returned
+    finished_at       date       (completed/cancelled) server time of the final update
+    expire_at         date       removed by the TTL index ``mongoqueue_expire`` after it
+    cancel_requested  bool       (optional) set on a running job by ``request_cancel``;
+                                 its holder sees it in the reply of its next heartbeat
+    passes            int        (optional) deliveries released because the consumer had
+                                 no handler for the job's task
+    txn_session       document   (optional) lsid of the session whose transaction runs a
+                                 transactional task; the next holder kills it first
+
 Every state change is one atomic operation whose filter names the state it
 expects: a claim filters on ``state`` and ``visible_at``; ``complete``, ``error``,
 ``progress`` and ``release`` filter on ``_id`` *and* ``lease_token``, so a handle
@@ -129,7 +143,17 @@ LEASE_INDEX = IndexModel(
     partialFilterExpression={"lease_expires_at": {"$type": "date"}},
 )
 
-INDEXES = (CLAIM_INDEX, KEY_INDEX, LEASE_INDEX)
+# Kept (completed or cancelled) jobs only: the server deletes each once the
+# clock passes its ``expire_at`` (a TTL index; mongod sweeps every 60 s). Raw
+# queues never write ``expire_at``, so the index stays empty for them.
+EXPIRE_INDEX = IndexModel(
+    [("expire_at", ASCENDING)],
+    name="mongoqueue_expire",
+    expireAfterSeconds=0,
+    partialFilterExpression={"expire_at": {"$type": "date"}},
+)
+
+INDEXES = (CLAIM_INDEX, KEY_INDEX, LEASE_INDEX, EXPIRE_INDEX)
 
 
 def indexes() -> list[IndexModel]:
@@ -362,6 +386,72 @@ def fail_update(
     return [{"$set": first}, {"$set": second}]
 
 
+def complete_update(result: Any, keep_ms: int) -> Pipeline:
+    """``complete(result=..., keep=...)``: the held job becomes ``completed`` with its
+    result, kept until ``keep_ms`` from the server's now (then the TTL index removes it).
+
+    One update of the held job (filter ``held``), so the result is stored if and
+    only if the completion's fence holds.
+    """
+    return [
+        {
+            "$set": {
+                "state": COMPLETED,
+                "result": _literal(result),
+                "finished_at": "$$NOW",
+                "expire_at": _after_ms(keep_ms),
+                **_NOT_HELD,
+            }
+        },
+        {"$unset": ["cancel_requested"]},
+    ]
+
+
+def cancelled_update(keep_ms: int, message: str | None = None) -> Pipeline:
+    """A job ends ``cancelled`` (kept for ``keep_ms``): by its holder after a cancel
+    request (filter ``held``), or while it waits (filter ``cancel_filter``)."""
+    fields: Doc = {
+        "state": CANCELLED,
+        "finished_at": "$$NOW",
+        "expire_at": _after_ms(keep_ms),
+        **_NOT_HELD,
+    }
+    if message is not None:
+        fields["last_error"] = _literal(message)
+    return [{"$set": fields}]
+
+
+def request_cancel_filter(job_id: Any) -> Doc:
+    """A running job (ready and held): the target of a cancel request."""
+    return {"_id": {"$eq": job_id}, "state": READY, "lease_token": {"$type": "string"}}
+
+
+def request_cancel_update() -> Doc:
+    return {"$set": {"cancel_requested": True}}
+
+
+def pass_update(max_passes: int, message: str, delay_ms: int) -> Pipeline:
+    """Release a held job this consumer cannot run (no handler for its task).
+
+    Counts the pass; at ``max_passes`` the job fails with ``message`` instead of
+    coming back, so a task no worker knows does not circulate for ever. The job
+    becomes visible again after ``delay_ms``, so other consumers get a chance first.
+    """
+    passes = {"$add": [{"$ifNull": ["$passes", 0]}, 1]}
+    reached = {"$gte": ["$passes", max_passes]}
+    return [
+        {"$set": {"passes": passes}},
+        {
+            "$set": {
+                "state": {"$cond": [reached, FAILED, READY]},
+                "last_error": {"$cond": [reached, _literal(message), "$last_error"]},
+                "visible_at": _after_ms(delay_ms),
+                **_NOT_HELD,
+            }
+        },
+    ]
+
+
 def release_update() -> Pipeline:
     """``release()``: back to the queue at once, attempts unchanged."""
     return [{"$set": {**_NOT_HELD, "visible_at": "$$NOW"}}]
@@ -373,6 +463,21 @@ def progress_update(count: int, lease_ms: int) -> Pipeline:
         {
             "$set": {
                 "progress": _literal(count),
+                "lease_expires_at": _after_ms(lease_ms),
+                "visible_at": _after_ms(lease_ms),
+            }
+        }
+    ]
+
+
+def record_session_update(session_id: Any, lease_ms: int) -> Pipeline:
+    """A transactional task is about to open a transaction in session ``session_id``:
+    record it (so that a later holder can kill it if this one dies mid-transaction)
+    and extend the lease by ``lease_ms`` from now, as a heartbeat does."""
+    return [
+        {
+            "$set": {
+                "txn_session": _literal(session_id),
                 "lease_expires_at": _after_ms(lease_ms),
                 "visible_at": _after_ms(lease_ms),
             }

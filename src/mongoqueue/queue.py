@@ -35,6 +35,7 @@ from ._core import (
 from .errors import MongoQueueError, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
+from .status import JobStatus
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
     RECHECK_SECONDS,
@@ -138,6 +139,7 @@ class MongoQueue(QueueCore):
         key: str | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
+        session: Any = None,
     ) -> Any:
         """Add a job and return its id.
 
@@ -145,6 +147,8 @@ class MongoQueue(QueueCore):
         hold the job back until then. With ``key``, while a job with that key is
         waiting or running no second one is created and its id is returned.
         ``max_attempts`` and ``retry`` override the queue's settings for this job.
+        With ``session`` (a pymongo client session in a transaction), the job is
+        inserted in that transaction: it exists if and only if the transaction commits.
         """
         now = self._now()
         doc = self._new_job(payload, priority, delay, run_at, key, max_attempts, retry, now)
@@ -152,13 +156,15 @@ class MongoQueue(QueueCore):
         with driver_errors():
             for _ in range(KEY_RETRIES):
                 try:
-                    self.collection.insert_one(doc)
+                    self.collection.insert_one(doc, session=session)
                     self.events.add("put")
                     return doc["_id"]
                 except pymongo.errors.DuplicateKeyError:
                     if "key" not in doc:
                         raise
-                existing = self.collection.find_one(ops.active_key_filter(doc["key"]), {"_id": 1})
+                existing = self.collection.find_one(
+                    ops.active_key_filter(doc["key"]), {"_id": 1}, session=session
+                )
                 if existing is not None:
                     return existing["_id"]
         raise self._key_conflict(doc["key"])
@@ -314,6 +320,28 @@ class MongoQueue(QueueCore):
 
     # ------------------------------------------------------------------ job handle
 
+    def _fenced_in(
+        self, job: Job, action: str, update: list[dict[str, Any]] | None, session: Any
+    ) -> None:
+        """Apply ``update`` (None: delete) to ``job`` in ``session``'s transaction, fenced.
+
+        The handle keeps its token: only the caller knows whether the transaction
+        commits (then it calls ``job.let_go()``). Raises LeaseLost, which should
+        abort the transaction, when the job is no longer held.
+        """
+        token = self._token_of(job, action)
+        with driver_errors():
+            if update is None:
+                done = (
+                    self.collection.delete_one(ops.held(job.id, token), session=session)
+                ).deleted_count
+            else:
+                done = (
+                    self.collection.update_one(ops.held(job.id, token), update, session=session)
+                ).matched_count
+        if not done:
+            raise self._lease_lost_in_session(job, action)
+
     def _fenced(self, job: Job, action: str, update: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply ``update`` to ``job`` only while ``job`` still holds its lease."""
         token = self._token_of(job, action)
@@ -332,9 +360,22 @@ class MongoQueue(QueueCore):
         current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
         raise self._lease_lost(job, action, current)
 
-    def _complete(self, job: Job) -> dict[str, Any] | None:
+    def _complete(
+        self,
+        job: Job,
+        value: Any = None,
+        keep: float | timedelta | None = None,
+        session: Any = None,
+    ) -> dict[str, Any] | None:
         if self._completed_by(job):
             return None
+        update = self._complete_update(value, keep)
+        if session is not None:
+            self._fenced_in(job, "complete", update, session)
+            return job.data
+        if update is not None:
+            self._fenced(job, "complete", update)
+            return self._after_complete(job)
         token = self._token_of(job, "complete")
         with driver_errors():
             result = self.collection.delete_one(ops.held(job.id, token))
@@ -351,8 +392,18 @@ class MongoQueue(QueueCore):
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
 
+    def _record_session(self, job: Job, session_id: Any) -> None:
+        self._fenced(job, "record the session of", self._record_session_update(session_id))
+
     def _release(self, job: Job) -> dict[str, Any]:
         return self._fenced(job, "release", ops.release_update())
+
+    def _end_cancelled(self, job: Job, keep: float | timedelta) -> None:
+        update = ops.cancelled_update(self._keep_ms(keep), "cancelled while running")
+        self._fenced(job, "cancel", update)
+
+    def _hand_back(self, job: Job, message: str, max_passes: int, delay: float) -> None:
+        self._fenced(job, "hand back", self._hand_back_update(message, max_passes, delay))
 
     # ------------------------------------------------------------------ inspection
 
@@ -470,6 +521,42 @@ class MongoQueue(QueueCore):
             result = self.collection.delete_one(ops.cancel_filter(job_id))
         return result.deleted_count == 1
 
+    def request_cancel(self, job: Job | Any, *, keep: float | timedelta = 0) -> str:
+        """Cancel a job whether it waits or runs; returns what happened.
+
+        A waiting job is cancelled at once (``"cancelled"``): deleted as by
+        ``cancel()``, or kept in state ``cancelled`` for ``keep`` seconds. A running
+        job gets a cancel request (``"requested"``): its worker sees it at its
+        next heartbeat (``job.cancel_requested``) and ends it as cancelled. A job
+        that is failed, finished or unknown is left alone (``""``).
+        """
+        job_id = self._cancel_target(job)
+        keep_ms = self._keep_ms(keep)
+        with driver_errors():
+            if keep_ms == 0:
+                waiting = (self.collection.delete_one(ops.cancel_filter(job_id))).deleted_count
+            else:
+                waiting = (
+                    self.collection.update_one(
+                        ops.cancel_filter(job_id), ops.cancelled_update(keep_ms)
+                    )
+                ).modified_count
+            if waiting:
+                return "cancelled"
+            running = self.collection.update_one(
+                ops.request_cancel_filter(job_id), ops.request_cancel_update()
+            )
+            return "requested" if running.matched_count else ""
+
+    def status(self, job_id: Any) -> JobStatus:
+        """The status of any job by id: its state (see :mod:`mongoqueue.status`),
+        attempts, last error, server timestamps and result where kept."""
+        if isinstance(job_id, JobData):
+            job_id = job_id.id
+        with driver_errors():
+            doc = self.collection.find_one(ops.by_id(job_id))
+        return self._status(job_id, doc, self._now())
+
     def purge_failed(self) -> int:
         """Delete every failed job; returns how many."""
         with driver_errors():
@@ -510,12 +597,21 @@ class Job(JobData):
     def queue(self) -> MongoQueue:
         return self._queue
 
-    def complete(self) -> dict[str, Any] | None:
+    def complete(
+        self, *, result: Any = None, keep: float | timedelta | None = None, session: Any = None
+    ) -> dict[str, Any] | None:
         """Mark the job done and remove it from the queue; returns the job document.
 
         Calling it again on the same handle does nothing and returns None (as in 0.7.2).
+        With ``keep`` (seconds or timedelta, > 0) the job is kept instead, in state
+        ``completed`` with ``result`` (any BSON value), until the TTL index removes
+        it ``keep`` seconds later: one fenced update, so the result is stored if
+        and only if this handle still holds the job. ``keep=0`` deletes it.
+        With ``session`` the completion is part of that session's transaction: it
+        raises LeaseLost (abort the transaction) when the job is no longer held,
+        and the handle keeps its claim until you call :meth:`let_go` after commit.
         """
-        return self._queue._complete(self)
+        return self._queue._complete(self, result, keep, session)
 
     def error(self, message: str | None = None) -> None:
         """Record a failed attempt: the job is available again (after the queue's
@@ -543,6 +639,37 @@ class Job(JobData):
         Returns the job document.
         """
         return self._queue._release(self)
+
+    def record_session(self, session_id: Mapping[str, Any]) -> None:
+        """Record the session (``session.session_id``) of the transaction about to
+        run this job's task, and extend the lease as :meth:`heartbeat` does.
+
+        A later holder of the job (after this one's lease ended) kills that session
+        first, which aborts a transaction left open by a dead worker at once instead
+        of after the server's ``transactionLifetimeLimitSeconds``.
+        """
+        self._queue._record_session(self, session_id)
+
+    def let_go(self) -> None:
+        """Forget this handle's claim: the job was settled elsewhere (a committed
+        transaction that completed it with ``complete(session=...)``)."""
+        self._token = None
+        self._settled = "complete"
+
+    def end_cancelled(self, keep: float | timedelta) -> None:
+        """End this held job in state ``cancelled`` (kept ``keep`` seconds), never retried.
+
+        What a worker does after it sees ``cancel_requested``.
+        """
+        self._queue._end_cancelled(self, keep)
+
+    def hand_back(self, message: str, max_passes: int, delay: float = 1.0) -> None:
+        """Release a job this consumer cannot run, for another consumer.
+
+        Counts the pass; at ``max_passes`` passes the job fails with ``message``.
+        It becomes claimable again after ``delay`` seconds.
+        """
+        self._queue._hand_back(self, message, max_passes, delay)
 
     def __enter__(self) -> dict[str, Any]:
         return self.data

@@ -15,7 +15,13 @@ import bson
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from .errors import InvalidArgument, InvalidArgumentType, InvalidPayload, PayloadTooLarge
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    InvalidPayload,
+    NotBSON,
+    PayloadTooLarge,
+)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -220,3 +226,21 @@ def encode_payload(
             "Store large data elsewhere (GridFS, object storage) and put a reference."
         )
     return RawBSONDocument(data)
+
+
+def check_bson_value(what: str, value: object) -> None:
+    """Refuse ``value`` unless BSON can store it (``what`` names it in the error).
+
+    BSON stores dates, ObjectId, bytes, Decimal128, numbers, strings, booleans,
+    None, lists and documents with string keys; anything else (a set, a custom
+    object, a ``decimal.Decimal``) gets an error naming the value's place.
+    """
+    try:
+        bson.encode({"v": value}, check_keys=True)
+    except bson.errors.InvalidDocument as exc:
+        raise NotBSON(
+            f"{what} cannot be stored as BSON: {exc}. Pass BSON types (str, int, float, "
+            "bool, None, datetime, ObjectId, bytes, Decimal128, lists and dicts with str keys)"
+        ) from exc
+    except (RecursionError, OverflowError) as exc:
+        raise InvalidPayload(f"{what} cannot be stored as BSON: {exc}") from exc

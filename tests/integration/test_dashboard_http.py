@@ -160,7 +160,11 @@ def test_each_action_changes_only_its_state(make_client, queue, collection) -> N
         assert client.post(f"/queues/{name}{path}", data={"csrf": token}).status_code == 303
 
     post(f"/jobs/{waiting}/requeue")  # not failed: unchanged
-    post(f"/jobs/{running_id}/cancel")  # held: unchanged
+    post(f"/jobs/{running_id}/cancel")  # held: a cancel request for its worker
+    assert "asked the worker running job" in client.get(f"/queues/{name}").text
+    assert collection.find_one({"_id": running_id})["cancel_requested"] is True
+    running.heartbeat()
+    assert running.cancel_requested  # the worker sees it at its next heartbeat
     post(f"/jobs/{failed_ids[0]}/cancel")  # failed: unchanged
     assert collection.count_documents({}) == 4
     assert "not cancelled" in client.get(f"/queues/{name}").text

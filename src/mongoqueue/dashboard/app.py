@@ -398,9 +398,12 @@ def create_app(
 
     def cancel_one(request: Request, queue: MongoQueue) -> str:
         job_id = parse_job_id(request.path_params["job_id"])
-        if queue.cancel(job_id):
+        done = queue.request_cancel(job_id)
+        if done == "cancelled":
             return f"cancelled job {job_id}"
-        return f"not cancelled: job {job_id} is not waiting (running, failed or gone)"
+        if done == "requested":
+            return f"asked the worker running job {job_id} to cancel it (at its next heartbeat)"
+        return f"not cancelled: job {job_id} is not waiting or running (failed, finished or gone)"
 
     # ---------------------------------------------------------------- errors
 
