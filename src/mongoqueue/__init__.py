@@ -6,6 +6,7 @@ expires) and atomic state changes, on pymongo 4.9+ and MongoDB 4.4+.
 """
 
 from .aio import AsyncJob, AsyncMongoQueue
+from .aio_lock import AsyncMongoLock, async_lock
 from .aio_worker import AsyncWorker
 from .errors import (
     DuplicateKeyConflict,
@@ -14,11 +15,16 @@ from .errors import (
     InvalidArgumentType,
     InvalidPayload,
     LeaseLost,
+    LockNotAcquired,
+    MigrationError,
+    MigrationRefused,
     MongoQueueError,
+    OldFormatDocuments,
     PayloadTooLarge,
     QueueUnavailable,
 )
 from .job import Job
+from .lock import MongoLock, lock
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
 from .worker import Worker
@@ -29,6 +35,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "NO_BACKOFF",
     "AsyncJob",
+    "AsyncMongoLock",
     "AsyncMongoQueue",
     "AsyncWorker",
     "DuplicateKeyConflict",
@@ -38,11 +45,18 @@ __all__ = [
     "InvalidPayload",
     "Job",
     "LeaseLost",
+    "LockNotAcquired",
+    "MigrationError",
+    "MigrationRefused",
+    "MongoLock",
     "MongoQueue",
     "MongoQueueError",
+    "OldFormatDocuments",
     "PayloadTooLarge",
     "QueueUnavailable",
     "RetryPolicy",
     "Worker",
     "__version__",
+    "async_lock",
+    "lock",
 ]
