@@ -25,6 +25,7 @@ from .errors import (
 )
 from .job import Job
 from .lock import MongoLock, lock
+from .migration import MigrationReport, migrate
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
 from .worker import Worker
@@ -48,6 +49,7 @@ __all__ = [
     "LockNotAcquired",
     "MigrationError",
     "MigrationRefused",
+    "MigrationReport",
     "MongoLock",
     "MongoQueue",
     "MongoQueueError",
@@ -59,4 +61,5 @@ __all__ = [
     "__version__",
     "async_lock",
     "lock",
+    "migrate",
 ]

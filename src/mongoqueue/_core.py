@@ -156,6 +156,8 @@ class QueueCore:
         self._clock = ServerClock()
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         self._indexes_ready = False
+        #: True once the collection was seen to hold no mongoqueue 0.7 documents.
+        self._format_checked = False
         self._change_streams = True
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()

@@ -25,6 +25,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
+from . import aio_migration as migration
+from . import migration_operations as mops
 from . import operations as ops
 from ._core import (
     DEFAULT_RETRY,
@@ -84,11 +86,25 @@ class AsyncMongoQueue(QueueCore):
                 if conflict is None:
                     raise
                 raise conflict from exc
+        await self._check_format()
         self._indexes_ready = True
 
     async def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             await self.ensure_indexes()
+
+    async def _check_format(self) -> None:
+        """Refuse a collection holding mongoqueue 0.7 documents (once per queue object).
+
+        One indexed lookup (``state`` missing) the first time; after that, nothing.
+        """
+        if self._format_checked:
+            return
+        with driver_errors():
+            if await self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
+                count = await self.collection.count_documents(mops.OLD_FORMAT)
+                raise mops.old_format_error(count, self.collection.full_name)
+        self._format_checked = True
 
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -281,11 +297,13 @@ class AsyncMongoQueue(QueueCore):
 
     async def size(self) -> int:
         """Jobs in the queue: waiting, delayed or running (not failed)."""
+        await self._check_format()
         with driver_errors():
             return await self.collection.count_documents(ops.size_filter())
 
     async def stats(self) -> dict[str, int]:
         """Counts by state, from one aggregation (see :meth:`MongoQueue.stats`)."""
+        await self._check_format()
         now = await self._now()
         with driver_errors():
             cursor = await self.collection.aggregate(ops.stats_pipeline(now))
@@ -377,6 +395,24 @@ class AsyncMongoQueue(QueueCore):
         with driver_errors():
             result = await self.collection.delete_many({})
         return result.deleted_count
+
+    async def migrate(
+        self, *, limit: int | None = None, dry_run: bool = False
+    ) -> migration.MigrationReport:
+        """Convert the collection's mongoqueue 0.7 documents to jobs of this version.
+
+        Uses this queue's ``timeout`` and ``max_attempts`` (see
+        :func:`mongoqueue.migration.migrate`); stop the old consumers first.
+        """
+        report = await migration.migrate(
+            self.collection,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            limit=limit,
+            dry_run=dry_run,
+        )
+        self._format_checked = report.complete
+        return report
 
 
 class AsyncJob(JobData):

@@ -1,7 +1,8 @@
 """The ``mongoqueue`` command (extra ``cli``; also ``python -m mongoqueue``).
 
 Commands: ``put``, ``stats``, ``list``, ``peek``, ``failed``, ``requeue``,
-``purge``, ``worker``, ``dashboard`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
+``purge``, ``worker``, ``dashboard``, ``demo`` and ``migrate``; ``mongoqueue COMMAND
+--help`` for each.
 The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
@@ -36,6 +37,7 @@ from bson import json_util
 from pymongo import MongoClient
 
 from . import operations as ops
+from ._cli_migrate import migrate_command
 from ._cli_parsing import (
     JSON_OPTIONS,
     load_handler,
@@ -593,6 +595,9 @@ def demo(jobs: int, workers: int, data_dir: str | None, lease: float, demo_uri: 
     return run_demo(
         jobs=jobs, workers=workers, uri=uri, data_dir=data_dir, lease=lease, console=out
     )
+
+
+cli.add_command(migrate_command)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -83,7 +83,9 @@ def acquire_update(token: str, client_id: str, lease_ms: int) -> Pipeline:
         "ttl": _after_ms(lease_ms),
         "acquired_at": "$$NOW",
     }
-    return [{"$set": {field: {"$cond": [_FREE, value, f"${field}"]} for field, value in take.items()}}]
+    return [
+        {"$set": {field: {"$cond": [_FREE, value, f"${field}"]} for field, value in take.items()}}
+    ]
 
 
 def held_filter(name: Any, token: str) -> Doc:

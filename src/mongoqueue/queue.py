@@ -17,6 +17,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
+from . import migration
+from . import migration_operations as mops
 from . import operations as ops
 from ._core import (
     DEFAULT_RETRY,
@@ -80,11 +82,25 @@ class MongoQueue(QueueCore):
                 if conflict is None:
                     raise
                 raise conflict from exc
+        self._check_format()
         self._indexes_ready = True
 
     def _ensure_ready(self) -> None:
         if not self._indexes_ready:
             self.ensure_indexes()
+
+    def _check_format(self) -> None:
+        """Refuse a collection holding mongoqueue 0.7 documents (once per queue object).
+
+        One indexed lookup (``state`` missing) the first time; after that, nothing.
+        """
+        if self._format_checked:
+            return
+        with driver_errors():
+            if self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
+                count = self.collection.count_documents(mops.OLD_FORMAT)
+                raise mops.old_format_error(count, self.collection.full_name)
+        self._format_checked = True
 
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -287,6 +303,7 @@ class MongoQueue(QueueCore):
 
     def size(self) -> int:
         """Jobs in the queue: waiting, delayed or running (not failed)."""
+        self._check_format()
         with driver_errors():
             return self.collection.count_documents(ops.size_filter())
 
@@ -297,6 +314,7 @@ class MongoQueue(QueueCore):
         backoff), ``locked`` (held; ``expired`` of them past their lease),
         ``failed`` (also as ``errors``, the original's name) and ``total``.
         """
+        self._check_format()
         with driver_errors():
             rows = list(self.collection.aggregate(ops.stats_pipeline(self._now())))
         return self._stats_counts(rows)
@@ -390,3 +408,21 @@ class MongoQueue(QueueCore):
         """Delete every job (the indexes stay). Returns how many were deleted."""
         with driver_errors():
             return self.collection.delete_many({}).deleted_count
+
+    def migrate(
+        self, *, limit: int | None = None, dry_run: bool = False
+    ) -> migration.MigrationReport:
+        """Convert the collection's mongoqueue 0.7 documents to jobs of this version.
+
+        Uses this queue's ``timeout`` and ``max_attempts`` (see
+        :func:`mongoqueue.migration.migrate`); stop the old consumers first.
+        """
+        report = migration.migrate(
+            self.collection,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            limit=limit,
+            dry_run=dry_run,
+        )
+        self._format_checked = report.complete
+        return report
