@@ -29,6 +29,7 @@ from mongoqueue import (
     OldFormatDocuments,
     migrate,
 )
+from mongoqueue import migration_operations as mops
 from mongoqueue import operations as ops
 from tests import legacy07
 from tests.helpers import wait_for
@@ -301,3 +302,30 @@ def test_a_current_queue_has_nothing_to_migrate(collection) -> None:
     assert report.before["current"] == report.after["current"] == 1
     assert report.complete
     assert list(collection.find()) == before
+
+
+def test_the_detection_query_is_served_by_the_claim_index(client, collection) -> None:
+    queue = MongoQueue(collection, "new", retry=NO_BACKOFF)
+    queue.put_many([{"n": n} for n in range(300)])
+    queue.next()
+    explained = collection.database.command(
+        "explain",
+        {"find": collection.name, "filter": mops.OLD_FORMAT, "projection": {"_id": 1}, "limit": 1},
+        verbosity="executionStats",
+    )
+    stats = explained["executionStats"]
+    assert stats["totalKeysExamined"] <= 1  # not one key per job
+    assert stats["totalDocsExamined"] == 0
+
+
+def test_a_document_changed_after_it_was_read_is_not_converted(collection) -> None:
+    """The fence of each conversion: its filter is the document as it was read."""
+    legacy07.put(collection, {"n": 1})
+    docs = list(collection.aggregate(mops.survey_pipeline()))
+    batch = mops.Batch(docs, max_attempts=3, lease_ms=30_000)
+    assert len(batch.requests["waiting"]) == 1
+    legacy07.next_job(collection, "old-still-running")  # claimed by a 0.7 consumer meanwhile
+    assert collection.bulk_write(batch.requests["waiting"]).modified_count == 0
+    report = migrate(collection)  # reads it again: now it is a running job
+    assert report.converted == {"waiting": 0, "failed": 0, "running": 1}
+    assert collection.find_one()["locked_by"] == "old-still-running"
