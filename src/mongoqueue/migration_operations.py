@@ -201,7 +201,8 @@ def convert_update(kind: str, lease_ms: int) -> Pipeline:
 
 def old_format_error(count: int, full_name: str) -> OldFormatDocuments:
     return OldFormatDocuments(
-        f"{full_name} holds {count} documents written by mongoqueue 0.7.x, which this "
+        f"{full_name} holds {count} document{'' if count == 1 else 's'} written by "
+        "mongoqueue 0.7.x, which this "
         "version cannot read: stop the old consumers, then run `mongoqueue migrate` "
         "(or queue.migrate()) to convert them in place. See 'Upgrading from 0.7' in the README.",
         count,
