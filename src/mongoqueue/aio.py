@@ -78,6 +78,7 @@ class AsyncMongoQueue(QueueCore):
 
     async def ensure_indexes(self) -> None:
         """Create the queue's indexes (idempotent; also done on first use)."""
+        await self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
                 await self.collection.create_indexes(ops.indexes())
@@ -86,7 +87,6 @@ class AsyncMongoQueue(QueueCore):
                 if conflict is None:
                     raise
                 raise conflict from exc
-        await self._check_format()
         self._indexes_ready = True
 
     async def _ensure_ready(self) -> None:

@@ -74,6 +74,7 @@ class MongoQueue(QueueCore):
 
     def ensure_indexes(self) -> None:
         """Create the queue's indexes (idempotent; also done on first use)."""
+        self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
                 self.collection.create_indexes(ops.indexes())
@@ -82,7 +83,6 @@ class MongoQueue(QueueCore):
                 if conflict is None:
                     raise
                 raise conflict from exc
-        self._check_format()
         self._indexes_ready = True
 
     def _ensure_ready(self) -> None:

@@ -153,6 +153,7 @@ def test_the_queue_detects_old_documents_and_says_to_migrate(collection) -> None
     with pytest.raises(OldFormatDocuments):
         queue.put({"n": "new"})
     assert collection.count_documents({"state": {"$exists": True}}) == 0  # nothing added
+    assert set(collection.index_information()) == {"_id_"}  # not even the queue's indexes
     assert issubclass(OldFormatDocuments, MongoQueueError)
 
     assert queue.migrate().complete
