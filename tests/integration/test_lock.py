@@ -10,6 +10,7 @@ clocks are ten minutes off), and the asyncio twin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -245,3 +246,25 @@ def test_sync_and_async_handles_exclude_each_other(mongodb_uri, collection) -> N
     assert _run_async(mongodb_uri, collection, body) is False
     holder.release()
     assert _run_async(mongodb_uri, collection, body) is True
+
+
+def test_async_tasks_racing_for_one_lock_take_turns(mongodb_uri, collection) -> None:
+    async def body(locks: Any) -> list[tuple[float, float]]:
+        windows: list[tuple[float, float]] = []
+
+        async def worker() -> None:
+            handle = AsyncMongoLock(locks, "turns", lease=30)
+            for _ in range(4):
+                assert await handle.acquire(wait=30, poll_period=0.01)
+                start = time.monotonic()
+                await asyncio.sleep(0.005)
+                windows.append((start, time.monotonic()))
+                assert await handle.release()
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+        return windows
+
+    windows = sorted(_run_async(mongodb_uri, collection, body))
+    assert len(windows) == 16
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert start >= end  # one holder at a time
