@@ -312,12 +312,14 @@ class AsyncMongoQueue(QueueCore):
 
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
+        await self._check_format()
         with driver_errors():
             doc = await self.collection.find_one(ops.by_id(job_id))
         return None if doc is None else self._snapshot(AsyncJob(self, doc))
 
     async def failed(self, limit: int | None = None) -> list[AsyncJob]:
         """Failed jobs (snapshots with their last error), oldest first."""
+        await self._check_format()
         limit = self._check_limit(limit)
         with driver_errors():
             cursor = self.collection.find(ops.failed_filter()).sort("_id", 1)

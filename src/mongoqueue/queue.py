@@ -321,12 +321,14 @@ class MongoQueue(QueueCore):
 
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
+        self._check_format()
         with driver_errors():
             doc = self.collection.find_one(ops.by_id(job_id))
         return None if doc is None else self._snapshot(Job(self, doc))
 
     def failed(self, limit: int | None = None) -> list[Job]:
         """Failed jobs (snapshots with their last error), oldest first."""
+        self._check_format()
         limit = self._check_limit(limit)
         with driver_errors():
             cursor = self.collection.find(ops.failed_filter()).sort("_id", 1)

@@ -145,7 +145,8 @@ def test_the_queue_detects_old_documents_and_says_to_migrate(collection) -> None
     for n in range(3):
         legacy07.put(collection, {"n": n})
     queue = MongoQueue(collection, "new", retry=NO_BACKOFF)
-    for call in (queue.next, queue.size, queue.stats, queue.ensure_indexes, queue.repair):
+    calls = (queue.next, queue.size, queue.stats, queue.ensure_indexes, queue.repair, queue.failed)
+    for call in calls:
         with pytest.raises(OldFormatDocuments, match="mongoqueue migrate") as caught:
             call()
         assert caught.value.count == 3
