@@ -23,6 +23,7 @@ from pymongo.collection import Collection
 from mongoqueue import (
     NO_BACKOFF,
     AsyncMongoQueue,
+    MigrationError,
     MigrationRefused,
     MongoQueue,
     MongoQueueError,
@@ -331,3 +332,40 @@ def test_a_document_changed_after_it_was_read_is_not_converted(collection) -> No
     report = migrate(collection)  # reads it again: now it is a running job
     assert report.converted == {"waiting": 0, "failed": 0, "running": 1}
     assert collection.find_one()["locked_by"] == "old-still-running"
+
+
+class _OldConsumerMeanwhile(monitoring.CommandListener):
+    """Before each conversion update is sent, a 0.7 consumer reports progress on the job."""
+
+    def __init__(self, collection: Collection[Any], job_id: Any) -> None:
+        self.collection, self.job_id, self.count = collection, job_id, 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.count += 1
+            legacy07.progress(self.collection, self.job_id, "old", self.count)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_documents_that_keep_changing_are_reported_not_converted(mongodb_uri, collection) -> None:
+    legacy07.put(collection, {"n": 1})
+    legacy07.put(collection, {"n": 2})
+    held = legacy07.next_job(collection, "old")
+    listener = _OldConsumerMeanwhile(collection, held["_id"])
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, event_listeners=[listener])
+    try:
+        with pytest.raises(MigrationError, match="old consumers still running") as caught:
+            migrate(client[collection.database.name][collection.name])
+    finally:
+        client.close()
+    assert "1 document of" in str(caught.value)
+    assert listener.count >= 2  # it tried again in another pass
+    left = collection.find_one({"_id": held["_id"]})
+    assert "state" not in left  # never converted under the old consumer's feet
+    assert left["progress"] == listener.count
+    assert collection.count_documents({"state": "ready"}) == 1  # the other job was
