@@ -286,7 +286,8 @@ def check_migration_arguments(
 
 def incomplete(full_name: str, left: int, converted: int) -> MigrationError:
     return MigrationError(
-        f"{left} document{'' if left == 1 else 's'} of {full_name} kept changing while they were migrated (are "
+        f"{left} document{'' if left == 1 else 's'} of {full_name} kept changing while "
+        "being migrated (are "
         f"old consumers still running?); the {converted} converted so far are valid jobs. "
         "Stop every 0.7 consumer and run the migration again: it resumes."
     )
