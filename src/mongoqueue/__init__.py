@@ -6,6 +6,7 @@ expires) and atomic state changes, on pymongo 4.9+ and MongoDB 4.4+.
 """
 
 from .aio import AsyncJob, AsyncMongoQueue
+from .aio_lock import AsyncMongoLock, async_lock
 from .aio_worker import AsyncWorker
 from .errors import (
     DuplicateKeyConflict,
@@ -14,12 +15,18 @@ from .errors import (
     InvalidArgumentType,
     InvalidPayload,
     LeaseLost,
+    LockNotAcquired,
+    MigrationError,
+    MigrationRefused,
     MongoQueueError,
     NotBSON,
+    OldFormatDocuments,
     PayloadTooLarge,
     QueueUnavailable,
 )
 from .job import Job
+from .lock import MongoLock, lock
+from .migration import MigrationReport, migrate
 from .queue import DEFAULT_RETRY, MongoQueue
 from .retry import NO_BACKOFF, RetryPolicy
 from .status import JobStatus
@@ -44,6 +51,7 @@ __all__ = [
     "App",
     "AsyncApp",
     "AsyncJob",
+    "AsyncMongoLock",
     "AsyncMongoQueue",
     "AsyncWorker",
     "DuplicateKeyConflict",
@@ -54,9 +62,15 @@ __all__ = [
     "Job",
     "JobStatus",
     "LeaseLost",
+    "LockNotAcquired",
+    "MigrationError",
+    "MigrationRefused",
+    "MigrationReport",
+    "MongoLock",
     "MongoQueue",
     "MongoQueueError",
     "NotBSON",
+    "OldFormatDocuments",
     "PayloadTooLarge",
     "QueueUnavailable",
     "ResultTimeout",
@@ -69,4 +83,7 @@ __all__ = [
     "TransactionsUnsupported",
     "Worker",
     "__version__",
+    "async_lock",
+    "lock",
+    "migrate",
 ]

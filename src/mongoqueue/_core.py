@@ -187,6 +187,8 @@ class QueueCore:
         #: The collection's codec options (payloads are encoded with them); the queue sets it.
         self._codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS
         self._indexes_ready = False
+        #: True once the collection was seen to hold no mongoqueue 0.7 documents.
+        self._format_checked = False
         self._change_streams = True
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()

@@ -27,6 +27,8 @@ import pymongo.errors
 from pymongo import ReadPreference, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
+from . import aio_migration as migration
+from . import migration_operations as mops
 from . import operations as ops
 from ._core import (
     DEFAULT_RETRY,
@@ -99,6 +101,7 @@ class AsyncMongoQueue(QueueCore):
 
     async def ensure_indexes(self) -> None:
         """Create the queue's indexes (idempotent; also done on first use)."""
+        await self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
                 await self.collection.create_indexes(ops.indexes())
@@ -120,6 +123,19 @@ class AsyncMongoQueue(QueueCore):
         same client cannot use it afterwards.
         """
         await self.collection.database.client.close()
+
+    async def _check_format(self) -> None:
+        """Refuse a collection holding mongoqueue 0.7 documents (once per queue object).
+
+        One indexed lookup (``state`` missing) the first time; after that, nothing.
+        """
+        if self._format_checked:
+            return
+        with driver_errors():
+            if await self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
+                count = await self.collection.count_documents(mops.OLD_FORMAT)
+                raise mops.old_format_error(count, self.collection.full_name)
+        self._format_checked = True
 
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -421,11 +437,13 @@ class AsyncMongoQueue(QueueCore):
 
     async def size(self) -> int:
         """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
+        await self._check_format()
         with driver_errors():
             return await self.collection.count_documents(ops.size_filter())
 
     async def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         """One ``count_documents`` per filter, each walking the index that serves it."""
+        await self._check_format()
         await self._ensure_ready()
         with driver_errors():
             try:
@@ -462,12 +480,14 @@ class AsyncMongoQueue(QueueCore):
 
     async def get(self, job_id: Any) -> AsyncJob | None:
         """A snapshot of one job (not a claim), or None."""
+        await self._check_format()
         with driver_errors():
             doc = await self.collection.find_one(ops.by_id(self._id_value(job_id)))
         return None if doc is None else self._snapshot(AsyncJob(self, doc))
 
     async def failed(self, limit: int | None = None) -> list[AsyncJob]:
         """Failed jobs (snapshots with their last error), oldest first."""
+        await self._check_format()
         limit = self._check_limit(limit)
         with driver_errors():
             cursor = self.collection.find(ops.failed_filter()).sort("_id", 1)
@@ -591,6 +611,24 @@ class AsyncMongoQueue(QueueCore):
         with driver_errors():
             await self.collection.drop()
         await self.ensure_indexes()
+
+    async def migrate(
+        self, *, limit: int | None = None, dry_run: bool = False
+    ) -> migration.MigrationReport:
+        """Convert the collection's mongoqueue 0.7 documents to jobs of this version.
+
+        Uses this queue's ``timeout`` and ``max_attempts`` (see
+        :func:`mongoqueue.migration.migrate`); stop the old consumers first.
+        """
+        report = await migration.migrate(
+            self.collection,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            limit=limit,
+            dry_run=dry_run,
+        )
+        self._format_checked = report.complete
+        return report
 
 
 class AsyncJob(JobData):

@@ -1,7 +1,8 @@
 """The ``mongoqueue`` command (extra ``cli``; also ``python -m mongoqueue``).
 
 Commands: ``put``, ``stats``, ``list``, ``peek``, ``failed``, ``requeue``,
-``purge``, ``worker``, ``dashboard`` and ``demo``; ``mongoqueue COMMAND --help`` for each.
+``purge``, ``worker``, ``dashboard``, ``demo`` and ``migrate``; ``mongoqueue COMMAND
+--help`` for each.
 The server comes from ``--uri`` or ``MONGODB_URI`` (default
 ``mongodb://localhost:27017``), the queue from ``--db`` and ``--collection``.
 
@@ -40,6 +41,7 @@ from pymongo.uri_parser import parse_uri
 
 from . import operations as ops
 from ._cli_jobs import cancel_job, job_result, job_status
+from ._cli_migrate import migrate_command
 from ._cli_parsing import (
     JSON_OPTIONS,
     is_app,
@@ -836,6 +838,7 @@ def demo(jobs: int, workers: int, data_dir: str | None, lease: float, demo_uri: 
 cli.add_command(job_status)
 cli.add_command(job_result)
 cli.add_command(cancel_job)
+cli.add_command(migrate_command)
 
 
 # --------------------------------------------------------------------------- entry point

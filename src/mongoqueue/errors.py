@@ -13,7 +13,11 @@ Hierarchy::
     ├── LeaseLost                              this handle no longer holds its job
     ├── IndexConflict                          an index of ours exists with other options
     ├── QueueUnavailable                       the server could not be reached
-    └── httpauth.PortInUse                     a dashboard or metrics port is already taken
+    ├── httpauth.PortInUse                     a dashboard or metrics port is already taken
+    ├── LockNotAcquired                        ``lock(..., required=True)`` timed out
+    ├── OldFormatDocuments                     jobs written by mongoqueue 0.7: migrate first
+    └── MigrationError                         the 0.7 migration could not finish
+        └── MigrationRefused                   documents it cannot classify; nothing written
 
 Driver errors that a user should not need to know about (connection failures,
 index conflicts, a collection name the server rejects) are re-raised as ours
@@ -34,8 +38,12 @@ __all__ = [
     "InvalidArgumentType",
     "InvalidPayload",
     "LeaseLost",
+    "LockNotAcquired",
+    "MigrationError",
+    "MigrationRefused",
     "MongoQueueError",
     "NotBSON",
+    "OldFormatDocuments",
     "PayloadTooLarge",
     "QueueUnavailable",
     "driver_errors",
@@ -84,6 +92,31 @@ class IndexConflict(MongoQueueError):
 
 class QueueUnavailable(MongoQueueError):
     """The MongoDB server could not be reached (network error or timeout)."""
+
+
+class LockNotAcquired(MongoQueueError):
+    """``lock(..., required=True)`` could not acquire the lock within ``wait`` seconds."""
+
+
+class OldFormatDocuments(MongoQueueError):
+    """The collection holds jobs written by mongoqueue 0.7, which this version cannot read.
+
+    Raised by the queue at its first use of such a collection: run
+    ``mongoqueue migrate`` (or ``queue.migrate()``) to convert them in place.
+    ``count`` is how many such documents were found.
+    """
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class MigrationError(MongoQueueError):
+    """The migration of a mongoqueue 0.7 collection could not finish (run it again)."""
+
+
+class MigrationRefused(MigrationError):
+    """The collection holds documents the migration cannot classify; nothing was written."""
 
 
 #: The server's error code for a database or collection name it does not accept.

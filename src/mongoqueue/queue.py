@@ -21,6 +21,8 @@ import pymongo.errors
 from pymongo import ReadPreference, ReturnDocument
 from pymongo.collection import Collection
 
+from . import migration
+from . import migration_operations as mops
 from . import operations as ops
 from ._core import (
     DEFAULT_RETRY,
@@ -93,6 +95,7 @@ class MongoQueue(QueueCore):
 
     def ensure_indexes(self) -> None:
         """Create the queue's indexes (idempotent; also done on first use)."""
+        self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
                 self.collection.create_indexes(ops.indexes())
@@ -114,6 +117,19 @@ class MongoQueue(QueueCore):
         same client cannot use it afterwards.
         """
         self.collection.database.client.close()
+
+    def _check_format(self) -> None:
+        """Refuse a collection holding mongoqueue 0.7 documents (once per queue object).
+
+        One indexed lookup (``state`` missing) the first time; after that, nothing.
+        """
+        if self._format_checked:
+            return
+        with driver_errors():
+            if self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
+                count = self.collection.count_documents(mops.OLD_FORMAT)
+                raise mops.old_format_error(count, self.collection.full_name)
+        self._format_checked = True
 
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -409,11 +425,13 @@ class MongoQueue(QueueCore):
 
     def size(self) -> int:
         """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
+        self._check_format()
         with driver_errors():
             return self.collection.count_documents(ops.size_filter())
 
     def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         """One ``count_documents`` per filter, each walking the index that serves it."""
+        self._check_format()
         self._ensure_ready()
         with driver_errors():
             try:
@@ -450,12 +468,14 @@ class MongoQueue(QueueCore):
 
     def get(self, job_id: Any) -> Job | None:
         """A snapshot of one job (not a claim), or None."""
+        self._check_format()
         with driver_errors():
             doc = self.collection.find_one(ops.by_id(self._id_value(job_id)))
         return None if doc is None else self._snapshot(Job(self, doc))
 
     def failed(self, limit: int | None = None) -> list[Job]:
         """Failed jobs (snapshots with their last error), oldest first."""
+        self._check_format()
         limit = self._check_limit(limit)
         with driver_errors():
             cursor = self.collection.find(ops.failed_filter()).sort("_id", 1)
@@ -575,6 +595,24 @@ class MongoQueue(QueueCore):
         with driver_errors():
             self.collection.drop()
         self.ensure_indexes()
+
+    def migrate(
+        self, *, limit: int | None = None, dry_run: bool = False
+    ) -> migration.MigrationReport:
+        """Convert the collection's mongoqueue 0.7 documents to jobs of this version.
+
+        Uses this queue's ``timeout`` and ``max_attempts`` (see
+        :func:`mongoqueue.migration.migrate`); stop the old consumers first.
+        """
+        report = migration.migrate(
+            self.collection,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            limit=limit,
+            dry_run=dry_run,
+        )
+        self._format_checked = report.complete
+        return report
 
 
 class Job(JobData):
