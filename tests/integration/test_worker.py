@@ -64,7 +64,7 @@ def test_a_handler_may_settle_its_job_itself(workers, producer, collection) -> N
     handler = workers.pick(lambda job: job.complete(), complete_async)
     worker = workers.worker(handler, burst=True)
     assert workers.run(worker) == EXIT_OK
-    assert worker.counts == {"completed": 1, "failed": 0, "abandoned": 0, "released": 0, "lost": 0}
+    assert worker.counts == {**dict.fromkeys(worker.counts, 0), "completed": 1}
     assert collection.count_documents({}) == 0
 
 
