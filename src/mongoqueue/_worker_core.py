@@ -335,17 +335,10 @@ def log_completed(running: RunningState[J]) -> None:
 def log_failed(running: RunningState[J], exc: BaseException) -> None:
     job = running.job
     if job.state == "failed":
-        what = f"failed (final, after {job.attempts} attempts)"
+        what, then = f"job {job.id} failed (final, attempt {job.attempts})", ""
     else:
-        what = f"attempt {job.attempts} failed, will be retried,"
-    log.warning(
-        "job %s %s after %.2fs: %s: %s",
-        job.id,
-        what,
-        running.elapsed,
-        type(exc).__name__,
-        exc,
-    )
+        what, then = f"job {job.id} attempt {job.attempts} failed", ", will be retried"
+    log.warning("%s after %.2fs%s: %s: %s", what, running.elapsed, then, type(exc).__name__, exc)
 
 
 def log_abandoned(running: RunningState[J], message: str) -> None:
@@ -362,9 +355,7 @@ def log_discarded(running: RunningState[J]) -> None:
 
 
 def log_released(running: RunningState[J]) -> None:
-    log.warning(
-        "job %s released unfinished after the grace period (attempts unchanged)", running.job.id
-    )
+    log.warning("job %s released after the grace period (attempts unchanged)", running.job.id)
 
 
 def log_waiting(grace: float, count: int) -> None:
