@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pymongo
 import pymongo.errors
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -45,6 +46,10 @@ log = logging.getLogger("mongoqueue.worker")
 
 #: What a heartbeat returns (the server time of the write is all it needs).
 _BEAT_PROJECTION = {"heartbeat": 1, "_id": 0}
+
+#: Longest time one registry write may take (pymongo's client-side timeout), so a worker
+#: stopping while MongoDB is unreachable is not held up by server selection.
+WRITE_TIMEOUT_SECONDS = 5.0
 
 #: The errors a registry write may meet; logged, never raised into the worker.
 _ERRORS = (pymongo.errors.PyMongoError, MongoQueueError)
@@ -124,7 +129,7 @@ class WorkerPresence(_PresenceCore):
             self._thread.join(30)
         self.beat()
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 self._workers.delete_one({"_id": self.id})
         except _ERRORS as exc:
             log.warning("workers registry: could not unregister %s: %s", self.id, exc)
@@ -136,7 +141,7 @@ class WorkerPresence(_PresenceCore):
     def beat(self) -> None:
         """One heartbeat write, then the activity flush placed by its server time."""
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 if not self._indexed:
                     self._workers.create_indexes(registry.indexes())
                     self._activity.create_indexes(activity.indexes())
@@ -156,7 +161,7 @@ class WorkerPresence(_PresenceCore):
             return
         buckets = self.buffer.take(now)
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 self._activity.bulk_write(activity.flush_requests(buckets), ordered=False)
         except _ERRORS as exc:
             self.buffer.put_back(buckets)
@@ -185,7 +190,7 @@ class AsyncWorkerPresence(_PresenceCore):
                 await self._task
         await self.beat()
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 await self._workers.delete_one({"_id": self.id})
         except _ERRORS as exc:
             log.warning("workers registry: could not unregister %s: %s", self.id, exc)
@@ -198,7 +203,7 @@ class AsyncWorkerPresence(_PresenceCore):
     async def beat(self) -> None:
         """One heartbeat write, then the activity flush placed by its server time."""
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 if not self._indexed:
                     await self._workers.create_indexes(registry.indexes())
                     await self._activity.create_indexes(activity.indexes())
@@ -218,7 +223,7 @@ class AsyncWorkerPresence(_PresenceCore):
             return
         buckets = self.buffer.take(now)
         try:
-            with driver_errors():
+            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
                 await self._activity.bulk_write(activity.flush_requests(buckets), ordered=False)
         except _ERRORS as exc:
             self.buffer.put_back(buckets)

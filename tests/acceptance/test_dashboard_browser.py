@@ -244,3 +244,39 @@ def test_actions_off_hide_the_buttons_and_refuse_posts(page, start_dashboard, co
     assert "actions are off" in page.locator("#detail").inner_text()
     assert forged_post(page, f"/queues/{name}/purge-failed", {}) == 403
     assert collection.find_one({"_id": bad})["state"] == "failed"
+
+
+def test_workers_page_and_a_job_held_by_a_killed_worker(
+    page, start_dashboard, start_worker, collection
+) -> None:
+    job_id = MongoQueue(collection, "producer").put({"sleep": 60})
+    worker = start_worker("record", "--timeout", "30", "--heartbeat", "0.5")
+    url = start_dashboard()
+
+    def listed() -> bool:
+        page.goto(url + "/workers")
+        rows = page.locator("#workers tr[data-worker]")
+        return rows.count() > 0 and page.locator(f"#workers a[href$='/jobs/{job_id}']").count() == 1
+
+    wait_for(listed, timeout=30, interval=0.3)
+    row = page.locator("#workers tr[data-worker]").filter(
+        has=page.locator(f"a[href$='/jobs/{job_id}']")
+    )
+    assert row.locator("[data-state]").inner_text() == "alive"
+    assert str(worker.process.pid) in row.inner_text()
+    page.click(f"#workers a[href$='/jobs/{job_id}']")
+    assert page.locator("#job-state").inner_text() == "running"
+    assert page.locator("#job-holder [data-holder]").inner_text() == "alive"
+
+    worker.process.kill()  # no goodbye: its entry stays and its heartbeat ages
+    worker.process.wait()
+
+    def shown_dead() -> bool:
+        page.reload()
+        return page.locator("#job-holder [data-holder]").inner_text() == "dead"
+
+    wait_for(shown_dead, timeout=30, interval=0.3)
+    assert "comes back when its lease expires" in page.locator("#job-holder").inner_text()
+    page.goto(f"{url}/queues/{collection.name}/jobs?state=running")
+    assert page.locator("#jobs [data-holder]").inner_text() == "(dead worker)"
+    collection.database["mongoqueue_workers"].delete_many({"queues": collection.name})

@@ -138,3 +138,21 @@ def test_a_worker_that_stops_beating_is_shown_dead(collection) -> None:
         assert dead.age > 0.6
     finally:
         collection.database[WORKERS_COLLECTION].delete_one({"_id": presence.id})
+
+
+def test_a_registry_that_cannot_be_written_never_stops_the_worker(caplog) -> None:
+    down: MongoClient = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=200)
+    buffer = ActivityBuffer()
+    buffer.add("jobs", "completed")
+    presence = WorkerPresence(
+        down["mongoqueue"], "w", kind="Worker", queue="jobs", concurrency=1, interval=1.0,
+        snapshot=lambda: ([], {}), buffer=buffer,
+    )  # fmt: skip
+    try:
+        presence.beat()
+        presence.stop()
+    finally:
+        down.close()
+    assert "workers registry: heartbeat of w#" in caplog.text
+    assert "could not unregister" in caplog.text
+    assert len(buffer) == 1  # kept for the next heartbeat
