@@ -47,8 +47,9 @@ log = logging.getLogger("mongoqueue.worker")
 #: What a heartbeat returns (the server time of the write is all it needs).
 _BEAT_PROJECTION = {"heartbeat": 1, "_id": 0}
 
-#: Longest time one registry write may take (pymongo's client-side timeout), so a worker
-#: stopping while MongoDB is unreachable is not held up by server selection.
+#: Longest time one registry write may take (pymongo's client-side timeout; at most the
+#: heartbeat interval, at least 1 s), so a worker stopping while MongoDB is unreachable is
+#: not held up by server selection.
 WRITE_TIMEOUT_SECONDS = 5.0
 
 #: The errors a registry write may meet; logged, never raised into the worker.
@@ -94,6 +95,7 @@ class _PresenceCore:
             "interval": interval,
         }
         self._indexed = False
+        self._timeout = max(1.0, min(WRITE_TIMEOUT_SECONDS, interval))
 
     def _update(self) -> list[dict[str, Any]]:
         jobs, counts = self._snapshot()
@@ -127,9 +129,10 @@ class WorkerPresence(_PresenceCore):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
-        self.beat()
+        if not self.beat():
+            return  # MongoDB unreachable: the entry shows dead, then the TTL index removes it
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 self._workers.delete_one({"_id": self.id})
         except _ERRORS as exc:
             log.warning("workers registry: could not unregister %s: %s", self.id, exc)
@@ -138,10 +141,12 @@ class WorkerPresence(_PresenceCore):
         while not self._stop.wait(self.interval):
             self.beat()
 
-    def beat(self) -> None:
-        """One heartbeat write, then the activity flush placed by its server time."""
+    def beat(self) -> bool:
+        """One heartbeat write, then the activity flush placed by its server time.
+
+        False when the heartbeat write failed (logged)."""
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 if not self._indexed:
                     self._workers.create_indexes(registry.indexes())
                     self._activity.create_indexes(activity.indexes())
@@ -155,17 +160,18 @@ class WorkerPresence(_PresenceCore):
                 )
         except _ERRORS as exc:
             log.warning("workers registry: heartbeat of %s failed: %s", self.id, exc)
-            return
+            return False
         now = self._server_time(doc)
         if now is None or not len(self.buffer):
-            return
+            return True
         buckets = self.buffer.take(now)
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 self._activity.bulk_write(activity.flush_requests(buckets), ordered=False)
         except _ERRORS as exc:
             self.buffer.put_back(buckets)
             log.warning("workers registry: could not record activity (will retry): %s", exc)
+        return True
 
 
 class AsyncWorkerPresence(_PresenceCore):
@@ -188,9 +194,10 @@ class AsyncWorkerPresence(_PresenceCore):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.beat()
+        if not await self.beat():
+            return  # MongoDB unreachable: the entry shows dead, then the TTL index removes it
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 await self._workers.delete_one({"_id": self.id})
         except _ERRORS as exc:
             log.warning("workers registry: could not unregister %s: %s", self.id, exc)
@@ -200,10 +207,12 @@ class AsyncWorkerPresence(_PresenceCore):
             await asyncio.sleep(self.interval)
             await self.beat()
 
-    async def beat(self) -> None:
-        """One heartbeat write, then the activity flush placed by its server time."""
+    async def beat(self) -> bool:
+        """One heartbeat write, then the activity flush placed by its server time.
+
+        False when the heartbeat write failed (logged)."""
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 if not self._indexed:
                     await self._workers.create_indexes(registry.indexes())
                     await self._activity.create_indexes(activity.indexes())
@@ -217,17 +226,18 @@ class AsyncWorkerPresence(_PresenceCore):
                 )
         except _ERRORS as exc:
             log.warning("workers registry: heartbeat of %s failed: %s", self.id, exc)
-            return
+            return False
         now = self._server_time(doc)
         if now is None or not len(self.buffer):
-            return
+            return True
         buckets = self.buffer.take(now)
         try:
-            with pymongo.timeout(WRITE_TIMEOUT_SECONDS), driver_errors():
+            with pymongo.timeout(self._timeout), driver_errors():
                 await self._activity.bulk_write(activity.flush_requests(buckets), ordered=False)
         except _ERRORS as exc:
             self.buffer.put_back(buckets)
             log.warning("workers registry: could not record activity (will retry): %s", exc)
+        return True
 
 
 # --------------------------------------------------------------------------- readers

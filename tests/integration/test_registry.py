@@ -149,10 +149,9 @@ def test_a_registry_that_cannot_be_written_never_stops_the_worker(caplog) -> Non
         snapshot=lambda: ([], {}), buffer=buffer,
     )  # fmt: skip
     try:
-        presence.beat()
-        presence.stop()
+        assert presence.beat() is False
+        presence.stop()  # returns; the entry (if any) would show dead, then expire
     finally:
         down.close()
-    assert "workers registry: heartbeat of w#" in caplog.text
-    assert "could not unregister" in caplog.text
+    assert caplog.text.count("workers registry: heartbeat of w#") == 2
     assert len(buffer) == 1  # kept for the next heartbeat
