@@ -155,3 +155,40 @@ def test_a_registry_that_cannot_be_written_never_stops_the_worker(caplog) -> Non
         down.close()
     assert caplog.text.count("workers registry: heartbeat of w#") == 2
     assert len(buffer) == 1  # kept for the next heartbeat
+
+
+def test_the_dashboards_reads_are_served_by_their_indexes(collection) -> None:
+    """The throughput window and a job's worker: keys examined = documents returned (+1)."""
+    from datetime import timedelta
+
+    from mongoqueue import activity, registry
+    from mongoqueue.presence import server_time
+
+    db = collection.database
+    buckets = db[ACTIVITY_COLLECTION]
+    buckets.create_indexes(activity.indexes())
+    now = server_time(db)
+    mine = f"{collection.name}-explain"
+    counts = {
+        (queue, activity.minute_of(now - timedelta(minutes=m))): {"completed": 1}
+        for queue in (mine, f"{mine}-other", f"{mine}-third")
+        for m in range(120)
+    }
+    buckets.bulk_write(activity.flush_requests(counts))
+    try:
+        query = activity.window_filter(mine, now - timedelta(minutes=14))
+        plan = buckets.find(query).explain()["executionStats"]
+        assert plan["nReturned"] == 15
+        assert plan["totalKeysExamined"] <= plan["nReturned"] + 1
+        workers = db[WORKERS_COLLECTION]
+        workers.create_indexes(registry.indexes())
+        workers.insert_many(
+            [{"_id": f"{mine}-{n}", "consumer_id": f"{mine}-c{n}"} for n in range(50)]
+        )
+        plan = workers.find(registry.holders_filter([f"{mine}-c7", f"{mine}-c9"])).explain()
+        stats = plan["executionStats"]
+        assert stats["nReturned"] == 2
+        assert stats["totalKeysExamined"] <= 4
+    finally:
+        buckets.delete_many({"queue": {"$regex": f"^{mine}"}})
+        db[WORKERS_COLLECTION].delete_many({"_id": {"$regex": f"^{mine}"}})
