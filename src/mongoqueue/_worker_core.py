@@ -16,10 +16,12 @@ import functools
 import inspect
 import logging
 import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Generic, Literal, TypeVar
 
+from .activity import ActivityBuffer
 from .errors import InvalidArgument, InvalidArgumentType, LeaseLost, MongoQueueError
 from .job import JobData
 from .validation import check_positive_int, check_seconds
@@ -36,6 +38,8 @@ __all__ = [
     "RunningState",
     "WorkerCore",
     "is_async_handler",
+    "result_of",
+    "stop_summary",
 ]
 
 log = logging.getLogger("mongoqueue.worker")
@@ -51,9 +55,15 @@ MAX_RECONNECT_SECONDS = 30.0
 #: The heartbeat loop wakes at least this often to check hard limits (seconds).
 MAX_TICK_SECONDS = 0.5
 
-#: How a job left a worker's hands, the keys of ``Worker.counts``.
-OUTCOMES = ("completed", "failed", "abandoned", "released", "lost")
+#: How a job left a worker's hands, the keys of ``Worker.counts``: ``completed``;
+#: ``retried`` (an attempt failed or was abandoned, the job runs again after its backoff);
+#: ``failed`` (failed for good: max attempts reached); ``released`` (given back at
+#: shutdown); ``lost`` (the lease was lost before the worker settled it). Each settled
+#: job counts once; ``abandoned`` counts those of the retried and failed that were
+#: abandoned at the hard limit.
+OUTCOMES = ("completed", "retried", "failed", "released", "lost", "abandoned")
 
+#: Who settled a job and how (the worker's action; see :func:`result_of` for the outcome).
 Outcome = Literal["completed", "failed", "abandoned", "released", "lost"]
 
 J = TypeVar("J", bound=JobData)
@@ -108,7 +118,7 @@ class RunningState(Generic[J]):
         """Settling raised ``exc``: the job counts as lost (its lease expires; it comes back)."""
         self.settled = "lost"
         if isinstance(exc, LeaseLost):
-            log.warning("%s (the job may run again: delivery is at least once)", exc)
+            log.warning("lease lost: %s (the job may run again: delivery is at least once)", exc)
         else:
             log.error("job %s: %s; it comes back when its lease expires", self.job.id, exc)
 
@@ -157,8 +167,23 @@ class WorkerCore:
                 f"got {type(observer).__name__}"
             )
         self.observer = observer
-        #: Jobs settled by this worker, by outcome: completed, failed, abandoned, released, lost.
+        #: Jobs settled by this worker, by outcome (see ``OUTCOMES``).
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        #: Events not yet flushed to the activity collection (see :mod:`mongoqueue.activity`).
+        self.activity = ActivityBuffer()
+        #: The queue's collection name, set by the subclass (the activity's ``queue``).
+        self.queue_name = ""
+        self._counts_lock = threading.Lock()
+
+    def _record(self, running: RunningState[J], settled: str) -> None:
+        """Count a settled job once by its outcome, tell the observer, buffer the event."""
+        outcome = result_of(running.job, settled)
+        with self._counts_lock:
+            self.counts[outcome] += 1
+            if settled == "abandoned":
+                self.counts["abandoned"] += 1
+        self.activity.add(self.queue_name, outcome)
+        self._observe(running, outcome)
 
     def _observe(self, running: RunningState[J], outcome: str) -> None:
         """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""
@@ -206,6 +231,14 @@ class WorkerCore:
         return None
 
 
+def result_of(job: JobData, settled: str) -> str:
+    """The outcome of a settled job: a failed or abandoned attempt is ``failed`` when the
+    job reached its max attempts (its state is failed), else ``retried``."""
+    if settled in ("failed", "abandoned"):
+        return "failed" if job.state == "failed" else "retried"
+    return settled
+
+
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
@@ -248,8 +281,26 @@ def log_started(
     )
 
 
+def stop_summary(counts: Mapping[str, int]) -> str:
+    """The stop summary: jobs by outcome, retries counted as attempts (not jobs)."""
+
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    parts = [
+        n(counts.get("completed", 0), "job completed", "jobs completed"),
+        n(counts.get("failed", 0), "job failed (final)", "jobs failed (final)"),
+        n(counts.get("retried", 0), "attempt failed and retried", "attempts failed and retried"),
+        n(counts.get("released", 0), "job released", "jobs released"),
+        n(counts.get("lost", 0), "lease lost", "leases lost"),
+    ]
+    if counts.get("abandoned"):
+        parts.append(f"{counts['abandoned']} of the failed attempts abandoned at the hard limit")
+    return ", ".join(parts)
+
+
 def log_stopped(consumer_id: str | int, counts: Mapping[str, int]) -> None:
-    log.info("worker %s stopped: %s", consumer_id, dict(counts))
+    log.info("worker %s stopped: %s", consumer_id, stop_summary(counts))
 
 
 def log_cannot_start(exc: Exception) -> None:
@@ -288,17 +339,17 @@ def log_completed(running: RunningState[J]) -> None:
 
 
 def log_failed(running: RunningState[J], exc: BaseException) -> None:
-    log.warning(
-        "job %s failed after %.2fs: %s: %s",
-        running.job.id,
-        running.elapsed,
-        type(exc).__name__,
-        exc,
-    )
+    job = running.job
+    if job.state == "failed":
+        what, then = f"job {job.id} failed (final, attempt {job.attempts})", ""
+    else:
+        what, then = f"job {job.id} attempt {job.attempts} failed", ", will be retried"
+    log.warning("%s after %.2fs%s: %s: %s", what, running.elapsed, then, type(exc).__name__, exc)
 
 
 def log_abandoned(running: RunningState[J], message: str) -> None:
-    log.error("job %s: %s; the worker moves on", running.job.id, message)
+    then = "failed (final)" if running.job.state == "failed" else "will be retried"
+    log.error("job %s: %s; the job %s; the worker moves on", running.job.id, message, then)
 
 
 def log_discarded(running: RunningState[J]) -> None:

@@ -73,6 +73,7 @@ from ._worker_core import (
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .job import exception_message
+from .presence import AsyncWorkerPresence
 from .queue import MongoQueue
 
 __all__ = [
@@ -167,6 +168,26 @@ class AsyncWorker(WorkerCore):
         self._active: dict[int, AsyncRunningJob] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._abandoning: set[asyncio.Task[Any]] = set()
+        self.queue_name = queue.collection.name
+        self._presence = AsyncWorkerPresence(
+            queue.collection.database,
+            queue.consumer_id,
+            kind="AsyncWorker",
+            queue=self.queue_name,
+            concurrency=self.concurrency,
+            interval=self.heartbeat,
+            snapshot=self._snapshot,
+            buffer=self.activity,
+        )
+
+    @property
+    def worker_id(self) -> str:
+        """This worker's id in the workers registry (its consumer id and a suffix)."""
+        return self._presence.id
+
+    def _snapshot(self) -> tuple[list[Any], dict[str, int]]:
+        """The ids of the jobs it holds and its counts, for the registry heartbeat."""
+        return [r.job.id for r in self._active.values()], dict(self.counts)
 
     def __repr__(self) -> str:
         return describe(
@@ -217,17 +238,20 @@ class AsyncWorker(WorkerCore):
             )
             heartbeats = asyncio.create_task(self._heartbeats(), name="mongoqueue-heartbeat")
             heartbeats.add_done_callback(lambda task: self._changed.set())
+            await self._presence.start()
             code = EXIT_OK
             try:
                 await self._work(heartbeats)
             except asyncio.CancelledError:
                 await self._shutdown(0.0)
+                await self._presence.stop()
                 raise
             except Exception:
                 log_failure()
                 code = EXIT_ERROR
             await self._shutdown(self._shutdown_grace(code))
             log_stopped(self.queue.consumer_id, self.counts)
+            await self._presence.stop()
             return code
         finally:
             if heartbeats is not None:
@@ -350,8 +374,7 @@ class AsyncWorker(WorkerCore):
                 return False
         except MongoQueueError as exc:
             running.settle_failed(exc)
-        self.counts[running.settled or outcome] += 1
-        self._observe(running, running.settled or outcome)
+        self._record(running, running.settled or outcome)
         return True
 
     async def _settle_stopped(self, running: AsyncRunningJob) -> None:

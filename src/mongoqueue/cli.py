@@ -27,6 +27,7 @@ from typing import Any
 try:
     import click
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -70,6 +71,7 @@ from .httpauth import (
     require_auth,
 )
 from .job import Job
+from .presence import read_workers
 from .queue import MongoQueue
 from .retry import RetryPolicy
 from .worker import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
@@ -673,6 +675,55 @@ def worker(
         metrics_host=metrics_host,
         metrics_auth=metrics_auth,
     )
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+@cli.command()
+@click.option("--queue", "queue_name", help="Only the workers of this collection.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def workers(queue_name: str | None, as_json: bool) -> None:
+    """List the running workers of the database, alive or dead.
+
+    Every worker registers itself while it runs and writes a heartbeat once
+    per heartbeat interval; one silent for 3 intervals is dead (killed, or
+    cut off from MongoDB): the jobs it holds come back when their leases expire.
+    """
+    settings = _settings()
+    rows = read_workers(settings.client()[settings.db], queue_name)
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        out.print(f"no workers registered in database {settings.db}", markup=False)
+        return
+    table = Table(title=f"workers in {settings.db}")
+    for column in ("id", "host", "pid", "queues", "concurrency", "state", "heartbeat", "jobs"):
+        table.add_column(column, justify="right" if column in ("pid", "concurrency") else "left")
+    for row in rows:
+        cells = (
+            row.id,
+            row.host,
+            "" if row.pid is None else str(row.pid),
+            ", ".join(row.queues),
+            "" if row.concurrency is None else str(row.concurrency),
+            row.state,
+            _age(row.age),
+            f"{len(row.jobs)}: {', '.join(str(j) for j in row.jobs[:3])}"
+            + (" ..." if len(row.jobs) > 3 else "")
+            if row.jobs
+            else "0",
+        )
+        table.add_row(*(escape(cell) for cell in cells))  # ids and hosts are not markup
+    out.print(table)
 
 
 # --------------------------------------------------------------------------- dashboard

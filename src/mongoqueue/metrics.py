@@ -2,25 +2,36 @@
 
 ``QueueMetrics(queue)`` keeps, in its own ``CollectorRegistry``:
 
-=====================================  =========  ===========================================
-``mongoqueue_jobs_put_total``          counter    jobs this process put (``queue.events``)
-``mongoqueue_jobs_completed_total``    counter    jobs the worker completed
-``mongoqueue_jobs_failed_total``       counter    handler failures that made the job *failed*
-                                                  (max attempts reached)
-``mongoqueue_jobs_retried_total``      counter    handler failures that left the job to be
-                                                  delivered again after its backoff
-``mongoqueue_jobs_released_total``     counter    jobs released unfinished at shutdown
-``mongoqueue_leases_lost_total``       counter    jobs whose lease the worker had lost when it
-                                                  tried to settle them
-``mongoqueue_lease_expiries_total``    counter    expired leases this process recorded as
-                                                  failed deliveries (in a claim or ``repair``)
-``mongoqueue_job_duration_seconds``    histogram  handler time, labelled by ``outcome``
-``mongoqueue_jobs``                    gauge      jobs by ``state``: waiting, delayed, running,
-                                                  failed, completed, cancelled (disjoint: they
-                                                  sum to the jobs in the collection)
-``mongoqueue_jobs_lease_expired``      gauge      running jobs past their lease (a subset of
-                                                  ``state="running"``)
-=====================================  =========  ===========================================
+==============================================  =========  ==================================
+``mongoqueue_jobs_put_total``                   counter    jobs this process put
+                                                           (``queue.events``)
+``mongoqueue_jobs_completed_total``             counter    jobs the worker completed
+``mongoqueue_jobs_retried_total``               counter    failed attempts (handler raised or
+                                                           hard limit) after which the job
+                                                           runs again after its backoff
+``mongoqueue_jobs_failed_total``                counter    jobs failed for good: a failed
+                                                           attempt reached max attempts
+``mongoqueue_jobs_released_total``              counter    jobs released unfinished at shutdown
+``mongoqueue_jobs_lease_lost_total``            counter    jobs the worker was running whose
+                                                           lease it had lost when it settled
+                                                           them (they may run twice)
+``mongoqueue_expired_leases_reclaimed_total``   counter    expired leases of other consumers
+                                                           this process took back as failed
+                                                           deliveries (in a claim or
+                                                           ``repair``)
+``mongoqueue_job_duration_seconds``             histogram  handler time, by ``outcome``
+                                                           (completed, retried, failed,
+                                                           released, lost)
+``mongoqueue_jobs``                             gauge      jobs by ``state``: waiting, delayed,
+                                                           running, failed, completed,
+                                                           cancelled (disjoint: they sum to
+                                                           the jobs in the collection)
+``mongoqueue_jobs_lease_expired``               gauge      running jobs past their lease (a
+                                                           subset of ``state="running"``)
+==============================================  =========  ==================================
+
+Every counter also has its ``_created`` sample (prometheus_client's default);
+the dashboard adds ``mongoqueue_up`` (:class:`UpCollector`).
 
 Every metric has a ``queue`` label (``db.collection``). The counters are this
 process's; Prometheus sums them over workers. The depth gauges are read at
@@ -39,6 +50,7 @@ import errno
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -59,7 +71,7 @@ from .httpauth import BasicAuth, PortInUse, require_auth
 from .job import Job
 from .queue import MongoQueue
 
-__all__ = ["DEPTH_STATES", "DepthCollector", "QueueMetrics", "serve"]
+__all__ = ["DEPTH_STATES", "DepthCollector", "QueueMetrics", "UpCollector", "serve"]
 
 log = logging.getLogger("mongoqueue.metrics")
 
@@ -115,11 +127,40 @@ class DepthCollector(Collector):
         return iter(())
 
 
+class UpCollector(Collector):
+    """``mongoqueue_up``: 1 when MongoDB answered a ``ping`` at scrape time, else 0.
+
+    So a scrape while MongoDB is down says so (the depth gauges are then absent),
+    rather than answering with no samples.
+    """
+
+    def __init__(self, ping: Callable[[], object]) -> None:
+        self._ping = ping
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "mongoqueue_up", "1 if MongoDB answered at scrape time, else 0.", labels=[]
+        )
+        try:
+            self._ping()
+            up = 1
+        except Exception as exc:  # any failure to reach the server means "down"
+            log.warning("metrics: MongoDB did not answer: %s", exc)
+            up = 0
+        gauge.add_metric([], up)
+        yield gauge
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 class _EventCollector(Collector):
     """The queue object's own counts (puts, recorded lease expiries), read at scrape time."""
 
     def __init__(self, queue: MongoQueue | AsyncMongoQueue) -> None:
         self._queue = queue
+        # The _created sample, as prometheus_client's own counters have (from the same clock).
+        self._created = time.time()
 
     def collect(self) -> Iterator[Metric]:
         name = _name(self._queue)
@@ -127,13 +168,13 @@ class _EventCollector(Collector):
         put = CounterMetricFamily(
             "mongoqueue_jobs_put", "Jobs put by this process.", labels=["queue"]
         )
-        put.add_metric([name], events.put)
+        put.add_metric([name], events.put, created=self._created)
         expiries = CounterMetricFamily(
-            "mongoqueue_lease_expiries",
-            "Expired leases this process recorded as failed deliveries.",
+            "mongoqueue_expired_leases_reclaimed",
+            "Expired leases of other consumers this process took back as failed deliveries.",
             labels=["queue"],
         )
-        expiries.add_metric([name], events.lease_expiries)
+        expiries.add_metric([name], events.lease_expiries, created=self._created)
         yield put
         yield expiries
 
@@ -166,16 +207,17 @@ class QueueMetrics:
 
         self.completed = counter("mongoqueue_jobs_completed", "Jobs completed by this worker.")
         self.failed = counter(
-            "mongoqueue_jobs_failed", "Handler failures that made the job failed (max attempts)."
+            "mongoqueue_jobs_failed", "Jobs failed for good: a failed attempt reached max attempts."
         )
         self.retried = counter(
-            "mongoqueue_jobs_retried", "Handler failures after which the job will run again."
+            "mongoqueue_jobs_retried", "Failed attempts after which the job runs again."
         )
         self.released = counter(
             "mongoqueue_jobs_released", "Jobs released unfinished at worker shutdown."
         )
         self.leases_lost = counter(
-            "mongoqueue_leases_lost", "Jobs whose lease was lost before the worker settled them."
+            "mongoqueue_jobs_lease_lost",
+            "Jobs this worker ran whose lease it had lost when it settled them.",
         )
         self.duration = Histogram(
             "mongoqueue_job_duration_seconds",

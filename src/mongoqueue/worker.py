@@ -73,6 +73,7 @@ from ._worker_core import (
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
 from .job import Job, exception_message
+from .presence import WorkerPresence
 from .queue import MongoQueue
 
 __all__ = [
@@ -89,7 +90,7 @@ __all__ = [
 Handler = Callable[[Job], Any]
 
 #: ``observer(job, outcome, seconds)``: called once per job this worker settles, with
-#: the outcome (completed, failed, abandoned, released, lost) and the handler's time.
+#: the outcome (completed, retried, failed, released, lost) and the handler's time.
 Observer = Callable[[Job, str, float], None]
 
 
@@ -142,6 +143,27 @@ class Worker(WorkerCore):
         self._active: dict[int, RunningJob] = {}
         self._changed = threading.Condition()
         self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon, self._tick)
+        self.queue_name = queue.collection.name
+        self._presence = WorkerPresence(
+            queue.collection.database,
+            queue.consumer_id,
+            kind="Worker",
+            queue=self.queue_name,
+            concurrency=self.concurrency,
+            interval=self.heartbeat,
+            snapshot=self._snapshot,
+            buffer=self.activity,
+        )
+
+    @property
+    def worker_id(self) -> str:
+        """This worker's id in the workers registry (its consumer id and a suffix)."""
+        return self._presence.id
+
+    def _snapshot(self) -> tuple[list[Any], dict[str, int]]:
+        """The ids of the jobs it holds and its counts, for the registry heartbeat."""
+        with self._changed:
+            return [r.job.id for r in self._active.values()], dict(self.counts)
 
     def __repr__(self) -> str:
         return describe(
@@ -179,6 +201,7 @@ class Worker(WorkerCore):
                 self.heartbeat,
             )
             self._heartbeat.start()
+            self._presence.start()
             code = EXIT_OK
             try:
                 self._loop()
@@ -187,6 +210,7 @@ class Worker(WorkerCore):
                 code = EXIT_ERROR
             self._shutdown(self._shutdown_grace(code))
             log_stopped(self.queue.consumer_id, self.counts)
+            self._presence.stop()
             return code
         finally:
             self._heartbeat.stop()
@@ -268,9 +292,7 @@ class Worker(WorkerCore):
                 return False
         except MongoQueueError as exc:
             running.settle_failed(exc)
-        with self._changed:
-            self.counts[running.settled or outcome] += 1
-        self._observe(running, running.settled or outcome)
+        self._record(running, running.settled or outcome)
         return True
 
     def _abandon(self, running: RunningJob) -> None:

@@ -34,6 +34,13 @@ def fail(job: Job) -> None:
     raise RuntimeError(f"handler failed on purpose for {job.payload!r}")
 
 
+def fail_bad(job: Job) -> None:
+    """Record the delivery; raise when ``payload["n"] == "bad"``, else return."""
+    _record(job, worker_kind="sync")
+    if job.payload.get("n") == "bad":
+        raise RuntimeError("bad job")
+
+
 def _entry(job: Job | AsyncJob, **extra: Any) -> dict[str, Any]:
     return {
         "job_id": job.id,

@@ -201,4 +201,4 @@ def test_a_coroutine_handler_runs_on_the_async_worker(start_worker, collection, 
     assert failed["state"] == "failed"
     assert "in afail" in failed["last_error"]
     assert "RuntimeError: handler failed on purpose" in failed["last_error"]
-    assert "failed after" in worker.text
+    assert "failed (final, attempt 1) after" in worker.text

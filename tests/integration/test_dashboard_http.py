@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from mongoqueue import NO_BACKOFF, MongoQueue
+from mongoqueue import NO_BACKOFF, MongoQueue, Worker
+from mongoqueue.activity import ActivityBuffer
 from mongoqueue.dashboard import create_app
+from mongoqueue.presence import WorkerPresence
+from mongoqueue.registry import WORKERS_COLLECTION
+from tests.helpers import wait_for
 
 XSS = "<script>alert('x')</script>"
 
@@ -179,17 +184,95 @@ def test_each_action_changes_only_its_state(make_client, queue, collection) -> N
     running.complete()
 
 
-def test_throughput_chart_from_samples(make_client, queue, collection) -> None:
+def test_throughput_counts_what_workers_did_not_the_counts(make_client, collection) -> None:
+    """A purge of 12 jobs shows no completions; N jobs completed by a worker show N."""
+    producer = MongoQueue(collection, "producer")
     client = make_client()
     dash = client.app.state.dashboard
-    queue.put_many([{"n": i} for i in range(4)])
+    producer.put_many([{"n": i} for i in range(12)])
     dash.sampler.sample_once()
-    for _ in range(3):
-        queue.next().complete()
+    assert producer.clear() == 12
     dash.sampler.sample_once()
     page = client.get(f"/queues/{collection.name}").text
-    assert "<title>3 completed in" in page
-    assert page.count("<polyline") == 4
+    assert 'data-completed="0"' in page
+    assert "<rect" not in page
+    assert "Counted by the workers as it happened" in page
+
+    producer.put_many([{"ok": True}] * 5 + [{"ok": False}])
+
+    def handler(job) -> None:
+        if not job.payload["ok"]:
+            raise ValueError("no")
+
+    queue = MongoQueue(collection, "w", timeout=30, max_attempts=1, retry=NO_BACKOFF)
+    assert Worker(queue, handler, burst=True, handle_signals=False).run() == 0
+    page = client.get(f"/queues/{collection.name}").text
+    assert 'data-completed="5"' in page
+    assert 'data-failed="1"' in page
+    labels = re.findall(r"<title>(\d\d:\d\d UTC: .*?)</title>", page)
+    assert sum(int(re.search(r"(\d+) completed", label).group(1)) for label in set(labels)) == 5
+
+
+def test_workers_page_and_the_holder_of_a_running_job(make_client, collection) -> None:
+    producer = MongoQueue(collection, "producer")
+    job_id = producer.put({"n": 1})
+    release = threading.Event()
+    queue = MongoQueue(collection, "page-worker", timeout=30, retry=NO_BACKOFF)
+    worker = Worker(queue, lambda job: release.wait(30), heartbeat=0.5, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    client = make_client()
+    try:
+        wait_for(lambda: collection.find_one({"lease_token": {"$type": "string"}}))
+        pattern = rf'<tr data-worker="{re.escape(worker.worker_id)}">(.*?)</tr>'
+
+        def listed() -> re.Match[str] | None:
+            # The held jobs are written with the next heartbeat, not per job.
+            row = re.search(pattern, client.get("/workers").text, re.S)
+            return row if row and str(job_id) in row.group(1) else None
+
+        row = wait_for(listed)
+        assert 'data-state="alive"' in row.group(1)
+        listing = client.get(f"/queues/{collection.name}/jobs", params={"state": "running"}).text
+        assert 'data-holder="alive"' in listing
+        job_page = client.get(f"/queues/{collection.name}/jobs/{job_id}").text
+        assert worker.worker_id in job_page
+        assert 'data-holder="alive"' in job_page
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(30)
+    assert worker.worker_id not in client.get("/workers").text  # it unregistered
+
+
+def test_a_job_held_by_a_dead_worker_shows_it_before_its_lease_ends(
+    make_client, collection
+) -> None:
+    """The worker's heartbeats stop (as after kill -9); its lease (30 s) has not run out."""
+    queue = MongoQueue(collection, "killed-worker", timeout=30)
+    job_id = queue.put({"n": 1})
+    assert queue.next() is not None
+    presence = WorkerPresence(
+        collection.database, "killed-worker", kind="Worker", queue=collection.name,
+        concurrency=1, interval=0.1, snapshot=lambda: ([job_id], {}), buffer=ActivityBuffer(),
+    )  # fmt: skip
+    presence.beat()
+    client = make_client()
+    try:
+        page = wait_for(
+            lambda: (
+                text
+                if 'data-holder="dead"'
+                in (text := client.get(f"/queues/{collection.name}/jobs/{job_id}").text)
+                else None
+            )
+        )
+        assert "comes back when its lease expires" in page
+        listing = client.get(f"/queues/{collection.name}/jobs", params={"state": "running"}).text
+        assert 'data-holder="dead"' in listing
+        assert collection.find_one({"_id": job_id})["lease_token"]  # still held
+    finally:
+        collection.database[WORKERS_COLLECTION].delete_one({"_id": presence.id})
 
 
 def test_metrics_endpoint(make_client, queue, collection) -> None:
@@ -198,3 +281,20 @@ def test_metrics_endpoint(make_client, queue, collection) -> None:
     full = collection.full_name
     assert f'mongoqueue_jobs{{queue="{full}",state="waiting"}} 1.0' in text
     assert f'mongoqueue_jobs_lease_expired{{queue="{full}"}} 0.0' in text
+    assert "mongoqueue_up 1.0" in text
+
+
+def test_metrics_say_down_when_mongodb_is_down() -> None:
+    """Not an empty 200: mongoqueue_up 0 (and no depth gauges)."""
+    from pymongo import MongoClient
+
+    down: MongoClient[dict[str, Any]] = MongoClient(
+        "mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=200
+    )
+    try:
+        client = TestClient(create_app(down["mongoqueue"], sample_interval=60))
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert "mongoqueue_up 0.0" in response.text
+    finally:
+        down.close()

@@ -42,7 +42,7 @@ def test_worker_outcomes_are_counted(collection) -> None:
     assert value(metrics, "mongoqueue_jobs", state="failed") == 1
     assert value(metrics, "mongoqueue_jobs", state="waiting") == 0
     assert value(metrics, "mongoqueue_jobs_lease_expired") == 0
-    assert value(metrics, "mongoqueue_lease_expiries_total") == 0
+    assert value(metrics, "mongoqueue_expired_leases_reclaimed_total") == 0
     text = generate_latest(metrics.registry).decode()
     assert "# TYPE mongoqueue_job_duration_seconds histogram" in text
 
@@ -139,3 +139,81 @@ def test_depth_gauges_come_from_counts_with_disjoint_states(mongodb_uri, collect
         assert expired.value == 1
     finally:
         client.close()
+
+
+#: Every series a worker's QueueMetrics exports: name -> (type, label names).
+WORKER_SERIES = {
+    "mongoqueue_jobs_put": ("counter", {"queue"}),
+    "mongoqueue_jobs_completed": ("counter", {"queue"}),
+    "mongoqueue_jobs_retried": ("counter", {"queue"}),
+    "mongoqueue_jobs_failed": ("counter", {"queue"}),
+    "mongoqueue_jobs_released": ("counter", {"queue"}),
+    "mongoqueue_jobs_lease_lost": ("counter", {"queue"}),
+    "mongoqueue_expired_leases_reclaimed": ("counter", {"queue"}),
+    "mongoqueue_job_duration_seconds": ("histogram", {"queue", "outcome"}),
+    "mongoqueue_jobs": ("gauge", {"queue", "state"}),
+}
+
+
+def test_the_exposition_parses_with_the_official_parser(collection) -> None:
+    """Names, types and labels as documented; every counter has its _created sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    queue = MongoQueue(collection, "worker-1", timeout=5, max_attempts=2, retry=NO_BACKOFF)
+    queue.put_many([{"fail": False}, {"fail": True}])
+    metrics = QueueMetrics(queue)
+
+    def handler(job: Job) -> None:
+        if job.payload["fail"]:
+            raise RuntimeError("bad job")
+
+    Worker(queue, handler, handle_signals=False, idle_wait=0.2, burst=True,
+           observer=metrics.observe).run()  # fmt: skip
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    }
+    # In the text format each counter and histogram has its _created series as a gauge:
+    # all of them (prometheus_client's default kept), not some.
+    created = {f"{n}_created" for n, (kind, _) in WORKER_SERIES.items() if kind != "gauge"}
+    assert set(families) == set(WORKER_SERIES) | created
+    for name, (kind, labels) in WORKER_SERIES.items():
+        family = families[name]
+        assert family.type == kind, name
+        assert family.documentation, name
+        assert family.samples, name
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample)
+        if kind == "counter":
+            assert {s.name for s in family.samples} == {f"{name}_total"}
+        if kind != "gauge":
+            stamps = families[f"{name}_created"]
+            assert stamps.type == "gauge"
+            assert all(s.value > 0 for s in stamps.samples)
+    outcomes = {
+        s.labels["outcome"]
+        for s in families["mongoqueue_job_duration_seconds"].samples
+        if "outcome" in s.labels
+    }
+    assert outcomes == {"completed", "retried", "failed"}  # documented values only
+    lost = families["mongoqueue_jobs_lease_lost"].samples
+    assert [s.value for s in lost if s.name.endswith("_total")] == [0]
+
+
+def test_up_gauge(collection) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from mongoqueue.metrics import UpCollector
+
+    registry = CollectorRegistry()
+    registry.register(UpCollector(lambda: collection.database.command("ping")))
+    assert registry.get_sample_value("mongoqueue_up") == 1
+    down: MongoClient[dict[str, Any]] = MongoClient(
+        "mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=200
+    )
+    try:
+        registry = CollectorRegistry()
+        registry.register(UpCollector(lambda: down.admin.command("ping")))
+        assert registry.get_sample_value("mongoqueue_up") == 0
+    finally:
+        down.close()

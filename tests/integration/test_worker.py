@@ -64,7 +64,7 @@ def test_a_handler_may_settle_its_job_itself(workers, producer, collection) -> N
     handler = workers.pick(lambda job: job.complete(), complete_async)
     worker = workers.worker(handler, burst=True)
     assert workers.run(worker) == EXIT_OK
-    assert worker.counts == {"completed": 1, "failed": 0, "abandoned": 0, "released": 0, "lost": 0}
+    assert worker.counts == {**dict.fromkeys(worker.counts, 0), "completed": 1}
     assert collection.count_documents({}) == 0
 
 
@@ -341,7 +341,8 @@ def test_a_handler_that_ignores_cancellation_is_left_behind(
             wait_for(lambda: collection.count_documents({"state": "failed"}) == 1)
             wait_for(lambda: collection.count_documents({}) == 1)
             assert worker.counts["abandoned"] == 1
-            assert worker.counts["completed"] == 1
+            # Counted just after the delete returns: poll rather than race it.
+            wait_for(lambda: worker.counts["completed"] == 1)
         finally:
             release.set()
         assert runner.join() == EXIT_OK

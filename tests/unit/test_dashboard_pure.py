@@ -10,7 +10,8 @@ from bson import ObjectId
 from mongoqueue import InvalidArgument
 from mongoqueue import operations as ops
 from mongoqueue.dashboard.app import _local_path, job_state, parse_job_id
-from mongoqueue.dashboard.history import History, Sample, bar_chart, completions, line_chart
+from mongoqueue.dashboard.history import History, Sample, line_chart
+from mongoqueue.dashboard.observed import throughput_chart
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -38,16 +39,6 @@ def test_listing_filter_narrows_the_state_filter() -> None:
         ops.listing_filter("done", NOW)
 
 
-def test_completions_is_a_lower_bound_from_two_samples() -> None:
-    before = Sample(0.0, counts(waiting=10))
-    # 6 left the queue, 1 of them failed: at least 5 completed.
-    assert completions(before, Sample(5.0, counts(waiting=3, running=1, failed=1))) == 5
-    # Puts outnumbering completions hide them: never negative.
-    assert completions(before, Sample(5.0, counts(waiting=20))) == 0
-    # A requeue (failed back to waiting) is not a completion.
-    assert completions(Sample(0, counts(failed=2)), Sample(1, counts(waiting=2))) == 0
-
-
 def test_history_keeps_the_window() -> None:
     history = History(window=10)
     for t in range(30):
@@ -56,19 +47,23 @@ def test_history_keeps_the_window() -> None:
     assert history.samples("other") == []
 
 
-def test_bar_chart_places_rates_on_the_time_axis() -> None:
-    samples = [
-        Sample(40.0, counts(waiting=12)),
-        Sample(50.0, counts(waiting=2)),  # 10 done in 10 s: 60/min
-        Sample(60.0, counts(waiting=0)),  # 2 done in 10 s: 12/min
+def test_throughput_chart_stacks_failures_on_completions_per_minute() -> None:
+    minute = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    rows = [
+        (minute, {"completed": 0, "failed": 0, "retried": 0}),
+        (minute + timedelta(minutes=1), {"completed": 6, "failed": 2, "retried": 3}),
+        (minute + timedelta(minutes=2), {"completed": 4, "failed": 0, "retried": 0}),
     ]
-    chart = bar_chart(samples, window=60, now=60, width=600, height=100)
-    assert chart.peak == 60
-    first, second = chart.bars
-    assert (first.x, first.height, first.y) == (400, 100, 0)
-    assert (second.x, second.height) == (500, 20)
-    assert "10 completed" in first.label
-    assert bar_chart([], window=60, now=0).bars == []
+    chart = throughput_chart(rows, width=300, height=80)
+    assert chart.peak == 8
+    assert (chart.completed, chart.failed, chart.retried) == (10, 2, 3)
+    done, failed, later = chart.bars
+    assert (done.x, done.height, done.y, done.colour) == (100, 60, 20, "#3a7")
+    assert (failed.x, failed.height, failed.y, failed.colour) == (100, 20, 0, "#b00")
+    assert (later.x, later.height) == (200, 40)
+    assert done.label == "12:01 UTC: 6 completed, 2 failed (final), 3 retried"
+    assert chart.ticks[0] == (0, "12:00")
+    assert throughput_chart([]).bars == []
 
 
 def test_line_chart_has_one_line_per_state() -> None:

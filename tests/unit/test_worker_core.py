@@ -89,7 +89,9 @@ def test_settings_defaults_and_limits() -> None:
     assert core.heartbeat == pytest.approx(3.0)  # a third of the timeout
     assert core._tick == 0.5  # hard limits are checked at least twice a second
     assert _core(heartbeat=0.2)._tick == 0.2
-    assert core.counts == {"completed": 0, "failed": 0, "abandoned": 0, "released": 0, "lost": 0}
+    assert core.counts == dict.fromkeys(
+        ("completed", "retried", "failed", "released", "lost", "abandoned"), 0
+    )
     with pytest.raises(InvalidArgument, match=r"heartbeat .* shorter than the queue's timeout"):
         _core(heartbeat=9)
     with pytest.raises(InvalidArgument, match="hard_limit"):

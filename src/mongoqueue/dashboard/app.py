@@ -3,7 +3,8 @@
 Pages (all GET): ``/`` the database's queues with counts by state;
 ``/queues/NAME`` one queue's counts and charts; ``/queues/NAME/jobs`` a list
 per state with filters and paging; ``/queues/NAME/jobs/ID`` one job;
-``/metrics`` Prometheus depth gauges of every queue.
+``/workers`` the registered workers, alive or dead; ``/metrics`` Prometheus
+depth gauges of every queue and ``mongoqueue_up``.
 
 Actions (POST only, and only when the app was made with ``allow_actions``):
 requeue one failed job, requeue all failed, purge failed, cancel one waiting
@@ -67,9 +68,11 @@ from starlette.templating import Jinja2Templates
 from .. import operations as ops
 from ..errors import DuplicateKeyConflict, InvalidArgument, MongoQueueError, driver_errors
 from ..httpauth import BasicAuth, TrustedProxy
-from ..metrics import DepthCollector
+from ..metrics import DepthCollector, UpCollector
+from ..presence import read_activity, read_workers
 from ..queue import MongoQueue
-from .history import History, Sampler, bar_chart, line_chart
+from .history import History, Sampler, line_chart
+from .observed import job_holders, throughput_chart
 
 __all__ = ["PAGE_SIZE", "Dashboard", "create_app", "find_queues", "is_queue"]
 
@@ -173,6 +176,7 @@ class Dashboard:
         self.sampler = Sampler(self.read_all, self.history, sample_interval)
         self.registry = CollectorRegistry()
         self.registry.register(DepthCollector(self.all_queues))
+        self.registry.register(UpCollector(lambda: db.command("ping")))
         self._sampling = False
         self._sampling_lock = threading.Lock()
 
@@ -274,7 +278,9 @@ def create_app(
                 "last_total": samples[-1].counts["total"] if samples else "",
                 "interval": dash.sampler.interval,
                 "window_minutes": round(dash.window / 60),
-                "bars": bar_chart(samples, dash.window, now),
+                "throughput": throughput_chart(
+                    read_activity(dash.db, name, max(1, round(dash.window / 60)))
+                ),
                 "lines": line_chart(samples, dash.window, now),
             },
         )
@@ -316,6 +322,7 @@ def create_app(
             {
                 "name": name,
                 "jobs": [(doc, job_state(doc, now)) for doc in docs],
+                "holders": job_holders(dash.db, docs),
                 "filters": filters,
                 "states": ops.LIST_STATES,
                 "page": page,
@@ -345,8 +352,12 @@ def create_app(
                 "job_id": str(job_id),
                 "state": job_state(doc, now),
                 "lease_expired": expires is not None and expires <= now,
+                "holder": job_holders(dash.db, [doc]).get(doc["_id"]),
             },
         )
+
+    def workers_page(request: Request) -> Response:
+        return render(request, "workers.html", {"workers": read_workers(dash.db)})
 
     def metrics(request: Request) -> Response:
         return Response(generate_latest(dash.registry), media_type=CONTENT_TYPE_LATEST)
@@ -433,6 +444,7 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/metrics", metrics),
+        Route("/workers", workers_page),
         Route("/queues/{name}", queue_page),
         Route("/queues/{name}/jobs", jobs_page),
         Route("/queues/{name}/jobs/{job_id}", job_page),

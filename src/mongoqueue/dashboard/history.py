@@ -1,17 +1,13 @@
-"""Counts sampled over time, and the charts drawn from them (pure functions but the sampler).
+"""Counts sampled over time, and the jobs-by-state chart drawn from them (pure but the sampler).
 
-Completed jobs are deleted, so no query can count completions after the fact.
-The dashboard samples each queue's ``counts()`` every few seconds and derives
-a *lower bound* of the completions between two samples: the jobs that left
-the queue (waiting, delayed or running) and did not become failed. Jobs put
-in the same interval hide as many completions, and requeues of failed jobs
-are not counted; the workers' ``mongoqueue_jobs_completed_total`` metric is
-the exact figure.
+The dashboard samples each queue's ``counts()`` every few seconds for the chart
+of jobs by state. Throughput is *not* derived from these samples (a purge or a
+put would look like completions): it is drawn from what the workers recorded,
+see :mod:`mongoqueue.activity` and :mod:`mongoqueue.dashboard.observed`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -19,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BarChart", "History", "LineChart", "Sample", "Sampler", "bar_chart", "completions"]
+__all__ = ["History", "LineChart", "Sample", "Sampler", "line_chart"]
 
 log = logging.getLogger("mongoqueue.dashboard")
 
@@ -36,17 +32,6 @@ DEPTH_SERIES = (
 class Sample:
     at: float  # time.monotonic() of the dashboard process
     counts: Mapping[str, int]
-
-
-def _active(counts: Mapping[str, int]) -> int:
-    return counts["waiting"] + counts["delayed"] + counts["running"]
-
-
-def completions(before: Sample, after: Sample) -> int:
-    """A lower bound of the jobs completed between two samples (see the module docstring)."""
-    left = _active(before.counts) - _active(after.counts)
-    new_failed = max(0, after.counts["failed"] - before.counts["failed"])
-    return max(0, left - new_failed)
 
 
 class History:
@@ -111,62 +96,11 @@ class Sampler:
 
 
 @dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    label: str
-
-
-@dataclass(frozen=True)
-class BarChart:
-    width: int
-    height: int
-    bars: list[Bar]
-    peak: float  # the value of a full-height bar, per minute
-
-
-@dataclass(frozen=True)
 class LineChart:
     width: int
     height: int
     lines: list[tuple[str, str]]  # (state, SVG points)
     peak: int
-
-
-def bar_chart(
-    samples: Sequence[Sample], window: float, now: float, width: int = 600, height: int = 120
-) -> BarChart:
-    """Completions per minute (lower bound) between consecutive samples, placed on a time axis.
-
-    The x axis spans ``window`` seconds ending at ``now``; each bar covers the
-    interval between two samples and its height is the rate over it.
-    """
-    rates: list[tuple[float, float, float, int]] = []
-    for before, after in itertools.pairwise(samples):
-        seconds = after.at - before.at
-        if seconds <= 0:
-            continue
-        done = completions(before, after)
-        rates.append((before.at, after.at, done * 60 / seconds, done))
-    peak = max((rate for *_, rate, _ in rates), default=0.0) or 1.0
-    bars = []
-    start = now - window
-    for t0, t1, rate, done in rates:
-        x0 = max(0.0, (t0 - start) / window * width)
-        x1 = max(x0, (t1 - start) / window * width)
-        h = rate / peak * height
-        bars.append(
-            Bar(
-                round(x0, 1),
-                round(height - h, 1),
-                round(max(x1 - x0 - 1, 1), 1),
-                round(h, 1),
-                f"{done} completed in {t1 - t0:.0f}s ({rate:.1f}/min), {now - t1:.0f}s ago",
-            )
-        )
-    return BarChart(width, height, bars, round(peak, 1))
 
 
 def line_chart(
