@@ -152,6 +152,7 @@ WORKER_SERIES = {
     "mongoqueue_expired_leases_reclaimed": ("counter", {"queue"}),
     "mongoqueue_job_duration_seconds": ("histogram", {"queue", "outcome"}),
     "mongoqueue_jobs": ("gauge", {"queue", "state"}),
+    "mongoqueue_jobs_lease_expired": ("gauge", {"queue"}),
 }
 
 
