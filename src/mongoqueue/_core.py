@@ -157,6 +157,7 @@ class QueueCore:
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         self._indexes_ready = False
         self._change_streams = True
+        self._last_due_put: datetime | None = None
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()
 
@@ -224,16 +225,21 @@ class QueueCore:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
-        # A job due at once is visible from a lower bound of the server's time, so a
-        # consumer whose clock estimate is less ahead than ours still sees it as due.
-        due_now = run_at_utc is None and delay_seconds == 0
+        if run_at_utc is None and delay_seconds == 0:
+            # A job due at once is due from a lower bound of the server's time, so a
+            # consumer whose clock estimate is less ahead than ours still sees it as
+            # due. Never earlier than the previous one this queue put: a re-anchored
+            # clock with a wider spread must not put a job ahead of an earlier one.
+            scheduled = now - self._clock.spread
+            if self._last_due_put is not None and self._last_due_put > scheduled:
+                scheduled = self._last_due_put
+            self._last_due_put = scheduled
         return ops.new_job(
             ObjectId(),
             encode_payload(payload, self._max_document_bytes),
             priority=priority,
             created_at=now,
             scheduled_at=scheduled,
-            visible_at=now - self._clock.spread if due_now else None,
             key=check_key(key),
             max_attempts=max_attempts,
             retry=retry,

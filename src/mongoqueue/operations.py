@@ -10,12 +10,13 @@ A job is one document::
     state             "ready"    in the queue: waiting, delayed, or held by a consumer
                       "failed"   reached max_attempts; never delivered again until requeued
     priority          int        higher first
-    scheduled_at      date       when the job first became deliverable (put time or run_at);
-                                 first-in first-out among equal priority, then _id
+    scheduled_at      date       when the job first became deliverable: run_at, put time plus
+                                 delay, or (due at once) a lower bound of the server's time
+                                 at put
     visible_at        date       a ready job may be claimed once the server's clock reaches
                                  it: its scheduled time, the end of a retry backoff, or the
-                                 end of the current lease (for a job put as due at once,
-                                 a lower bound of the server's time at put)
+                                 end of the current lease; among equal priority, claims
+                                 take the earliest visible_at first, then the lowest _id
     attempts          int        failed deliveries so far (error() or an expired lease)
     max_attempts      int        (optional) this job's own limit instead of the queue's
     retry             document   (optional) this job's own RetryPolicy, in milliseconds
@@ -54,6 +55,7 @@ from .errors import InvalidArgument
 from .retry import RetryPolicy
 
 __all__ = [
+    "CLAIM_INDEX_NAMES",
     "CLAIM_SORT",
     "INDEXES",
     "backoff_ms",
@@ -83,26 +85,38 @@ FAILED = "failed"
 
 # --------------------------------------------------------------------------- indexes
 #
-# The claim index follows the ESR rule (Equality, Sort, Range): ``state`` is
-# matched by equality, ``priority, scheduled_at, _id`` is the claim's sort, and
-# ``visible_at`` is the range. mongod walks the index in sort order, checks
-# ``visible_at`` on the index key itself, and fetches only the document it
-# claims: one IXSCAN with no SORT stage, so a claim costs the same at 1k or 1M
-# queued jobs. (Putting ``visible_at`` before the sort fields would make mongod
-# sort every visible job on each claim.) The index walk only skips entries of
-# jobs that are held or backing off ahead of the first claimable one; delayed
-# jobs sort by their scheduled time, after the jobs that are due.
+# The claim index orders jobs by eligibility: ``state`` is matched by equality,
+# then ``priority`` (highest first), then ``visible_at`` (the time the job became
+# or becomes claimable), then ``_id``. The claim's sort is the index's order after
+# ``state``, so mongod reads it from the index (one IXSCAN, no SORT stage), and its
+# range on ``visible_at`` is checked on the keys: within one priority the first key
+# past ``now`` ends that priority's run and the scan seeks to the next priority.
+# Held jobs (``visible_at`` = end of lease), jobs backing off and delayed jobs all
+# sort *after* every due job of their priority, so a claim examines about one key
+# per distinct priority in use plus the key it claims, however many jobs are held,
+# backing off or delayed (see bench/: 1000 held jobs ahead of a due one cost 2
+# keys, where the previous index, sorted by ``scheduled_at``, cost 1001).
+#
+# The price is the order among equal priority: first-come first-served by the
+# time a job became due (put time, ``run_at``, end of backoff), not by the time it
+# was first put, so a retried job goes behind jobs that became due before it, as
+# in SQS. A released job keeps its place (``release_update``).
 CLAIM_INDEX = IndexModel(
     [
         ("state", ASCENDING),
         ("priority", DESCENDING),
-        ("scheduled_at", ASCENDING),
-        ("_id", ASCENDING),
         ("visible_at", ASCENDING),
+        ("_id", ASCENDING),
     ],
-    name="mongoqueue_claim",
+    name="mongoqueue_claim_v2",
 )
-CLAIM_SORT = [("priority", DESCENDING), ("scheduled_at", ASCENDING), ("_id", ASCENDING)]
+CLAIM_SORT = [("priority", DESCENDING), ("visible_at", ASCENDING), ("_id", ASCENDING)]
+
+#: Names of the claim index, newest first. ``mongoqueue_claim`` on ``{state,
+#: priority: -1, scheduled_at, _id, visible_at}`` is the index of mongoqueue 1.x
+#: before this release: ``ensure_indexes`` leaves it in place (consumers of the
+#: previous release may still be claiming with its sort); drop it once none runs.
+CLAIM_INDEX_NAMES = ("mongoqueue_claim_v2", "mongoqueue_claim")
 
 # Deduplication: at most one *ready* job per key. A failed or completed job
 # leaves the index, so the key can be used again. The server enforces it, so two
@@ -339,8 +353,12 @@ def fail_update(
 
 
 def release_update() -> Pipeline:
-    """``release()``: back to the queue at once, attempts unchanged."""
-    return [{"$set": {**_NOT_HELD, "visible_at": "$$NOW"}}]
+    """``release()``: back to the queue at once, attempts unchanged.
+
+    The job gets its place back: ``visible_at`` returns to its scheduled time (or
+    the server's now, for a job whose ``scheduled_at`` is missing or ahead).
+    """
+    return [{"$set": {**_NOT_HELD, "visible_at": {"$min": ["$scheduled_at", "$$NOW"]}}}]
 
 
 def progress_update(count: int, lease_ms: int) -> Pipeline:
