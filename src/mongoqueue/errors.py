@@ -4,10 +4,11 @@ Hierarchy::
 
     MongoQueueError
     ├── InvalidArgument (also a ValueError)    a value is out of range or malformed
-    │   ├── InvalidPayload                     a payload MongoDB cannot store as given
-    │   │   └── PayloadTooLarge                over the server's document size limit
-    │   └── DuplicateKeyConflict               requeue would duplicate an active job's key
+    │   └── InvalidPayload                     a payload MongoDB cannot store as given
+    │       └── PayloadTooLarge                over the server's document size limit
     ├── InvalidArgumentType (also a TypeError) an argument has the wrong type
+    ├── DuplicateKeyConflict                   a state conflict: a waiting or running job
+    │                                          already holds that deduplication key
     ├── LeaseLost                              this handle no longer holds its job
     ├── IndexConflict                          an index of ours exists with other options
     └── QueueUnavailable                       the server could not be reached
@@ -58,8 +59,13 @@ class PayloadTooLarge(InvalidPayload):
     """The job document would exceed the server's maximum document size."""
 
 
-class DuplicateKeyConflict(InvalidArgument):
-    """A waiting or running job already uses this deduplication key."""
+class DuplicateKeyConflict(MongoQueueError):
+    """A waiting or running job already uses this deduplication key.
+
+    A conflict with the queue's current state, not a bad argument: the same call
+    may succeed once that job has finished (``requeue`` of a failed job whose key
+    was taken meanwhile; a ``put(key=...)`` that kept racing with jobs finishing).
+    """
 
 
 class LeaseLost(MongoQueueError):
