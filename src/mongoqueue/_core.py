@@ -375,6 +375,39 @@ class QueueCore:
         return counts
 
     @staticmethod
+    def _listing_query(
+        state: object,
+        now: datetime,
+        key: object,
+        locked_by: object,
+        priority: object,
+        after: object,
+    ) -> dict[str, Any]:
+        """The filter of ``jobs()``, after checking every argument."""
+        if not isinstance(state, str):
+            raise InvalidArgumentType(f"state must be a str, got {type(state).__name__}")
+        for name, value in (("key", key), ("locked_by", locked_by)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgumentType(f"{name} must be a str, got {type(value).__name__}")
+        if priority is not None:
+            priority = check_priority(priority)
+        if isinstance(after, JobData):
+            after = ops.listing_cursor(after.data)
+        elif after is not None and not isinstance(after, str):
+            raise InvalidArgumentType(
+                "after must be a job from a previous listing or its listing cursor (a str), "
+                f"got {type(after).__name__}"
+            )
+        return ops.listing_filter(
+            state,
+            now,
+            key=key,  # type: ignore[arg-type]
+            locked_by=locked_by,  # type: ignore[arg-type]
+            priority=priority,
+            after=after,
+        )
+
+    @staticmethod
     def _check_limit(limit: object) -> int | None:
         return None if limit is None else check_positive_int("limit", limit)
 

@@ -266,13 +266,10 @@ def stats(as_json: bool) -> None:
 
 
 def _jobs(state: str, limit: int) -> list[Job]:
-    queue = _settings().queue()
-    with driver_errors():
-        cursor = queue.collection.find(ops.state_filter(state, queue._now()))
-        return [Job(queue, doc) for doc in cursor.sort(ops.CLAIM_SORT).limit(limit)]
+    return _settings().queue().jobs(state, limit=limit)
 
 
-STATE_OPTION = click.Choice(ops.LIST_STATES)
+STATE_OPTION = click.Choice([*ops.LIST_STATES, *ops.STATE_ALIASES])
 
 
 @cli.command(name="list")
@@ -280,7 +277,7 @@ STATE_OPTION = click.Choice(ops.LIST_STATES)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON documents instead of a table.")
 def list_jobs(state: str, limit: int, as_json: bool) -> None:
-    """List jobs in claim order (priority, then first in first out)."""
+    """List jobs: failed first, then in claim order (priority, then the time each became due)."""
     queue = _settings().queue()
     jobs = _jobs(state, limit)
     if as_json:
@@ -289,7 +286,7 @@ def list_jobs(state: str, limit: int, as_json: bool) -> None:
     if not jobs:
         err.print(f"no {'' if state == 'all' else state + ' '}jobs")
         return
-    now = queue._now()
+    now = queue.server_time()
     table = Table()
     table.add_column("id", no_wrap=True, min_width=24)
     table.add_column("state", no_wrap=True, min_width=7)

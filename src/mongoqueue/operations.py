@@ -44,10 +44,11 @@ or error message that starts with ``$`` must never be read as a field path.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
-from bson import ObjectId
+from bson import ObjectId, json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
@@ -58,6 +59,7 @@ __all__ = [
     "CLAIM_INDEX_NAMES",
     "CLAIM_SORT",
     "INDEXES",
+    "after_filter",
     "backoff_ms",
     "cancel_filter",
     "claim_filter",
@@ -67,6 +69,7 @@ __all__ = [
     "heartbeat_update",
     "held",
     "indexes",
+    "listing_cursor",
     "listing_filter",
     "new_job",
     "progress_update",
@@ -456,23 +459,64 @@ def stats_pipeline(now: datetime) -> Pipeline:
     ]
 
 
-#: States a listing can filter on (the CLI's ``--state``), matching ``stats()``'s keys.
-LIST_STATES = ("available", "delayed", "running", "failed", "all")
+#: States a listing can filter on (``jobs()``, the CLI's ``--state``, the dashboard):
+#: the shared vocabulary, ``lease_expired`` being the running jobs whose lease ended.
+LIST_STATES = ("waiting", "delayed", "running", "lease_expired", "failed", "all")
+#: Other names accepted for a listing state (``available`` is ``stats()``'s word).
+STATE_ALIASES = {"available": "waiting"}
 
 
 def state_filter(state: str, now: datetime) -> Doc:
-    """Jobs in one of ``LIST_STATES``, as ``stats()`` counts them (``running`` = locked)."""
+    """Jobs in one of ``LIST_STATES`` (or an alias) at the server time ``now``."""
+    state = STATE_ALIASES.get(state, state)
     not_held = {"state": READY, "lease_token": {"$not": {"$type": "string"}}}
+    running = {"state": READY, "lease_token": {"$type": "string"}}
     filters: dict[str, Doc] = {
-        "available": {**not_held, "visible_at": {"$lte": now}},
+        "waiting": {**not_held, "visible_at": {"$lte": now}},
         "delayed": {**not_held, "visible_at": {"$gt": now}},
-        "running": {"state": READY, "lease_token": {"$type": "string"}},
+        "running": running,
+        "lease_expired": {**running, "lease_expires_at": {"$lte": now}},
         "failed": failed_filter(),
         "all": {},
     }
     if state not in filters:
-        raise InvalidArgument(f"state must be one of {', '.join(LIST_STATES)}, got {state!r}")
+        names = ", ".join([*LIST_STATES, *STATE_ALIASES])
+        raise InvalidArgument(f"state must be one of {names}, got {state!r}")
     return filters[state]
+
+
+#: Listing order: by stored state, then the claim order; the claim index serves it
+#: (``state`` is its first field), so a page is read from the index, never sorted.
+LISTING_SORT = [("state", ASCENDING), *CLAIM_SORT]
+
+_CURSOR_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=timezone.utc)
+
+
+def listing_cursor(doc: Mapping[str, Any]) -> str:
+    """A job's place in the listing order, as a string to pass as ``jobs(after=...)``."""
+    place = [doc.get("state"), doc.get("priority"), doc.get("visible_at"), doc["_id"]]
+    return json_util.dumps(place, json_options=_CURSOR_JSON)
+
+
+def after_filter(cursor: str) -> Doc:
+    """Jobs after the place ``listing_cursor`` gave, in ``LISTING_SORT`` order (keyset paging)."""
+    try:
+        state, priority, visible_at, job_id = json_util.loads(cursor, json_options=_CURSOR_JSON)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(
+            f"after must be a job from a previous listing or its listing_cursor(), got {cursor!r}"
+        ) from exc
+    same_state = {"state": {"$eq": state}}
+    same_priority = {**same_state, "priority": {"$eq": priority}}
+    same_visible = {**same_priority, "visible_at": {"$eq": visible_at}}
+    return {
+        "$or": [
+            {"state": {"$gt": state}},
+            {**same_state, "priority": {"$lt": priority}},
+            {**same_priority, "visible_at": {"$gt": visible_at}},
+            {**same_visible, "_id": {"$gt": job_id}},
+        ]
+    }
 
 
 def listing_filter(
@@ -482,11 +526,14 @@ def listing_filter(
     key: str | None = None,
     locked_by: str | None = None,
     priority: int | None = None,
+    after: str | None = None,
 ) -> Doc:
-    """``state_filter`` narrowed by exact matches (the dashboard's list filters)."""
+    """``state_filter`` narrowed by exact matches and, for paging, ``after_filter``."""
     doc = dict(state_filter(state, now))
     extra = {"key": key, "locked_by": locked_by, "priority": priority}
-    doc.update({field: value for field, value in extra.items() if value is not None})
+    doc.update({field: {"$eq": value} for field, value in extra.items() if value is not None})
+    if after is not None:
+        doc = {"$and": [doc, after_filter(after)]}
     return doc
 
 

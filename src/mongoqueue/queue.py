@@ -28,7 +28,7 @@ from ._core import (
     check_collection,
 )
 from .errors import driver_errors
-from .job import Job
+from .job import Job, JobData
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
@@ -315,6 +315,42 @@ class MongoQueue(QueueCore):
             if limit is not None:
                 cursor = cursor.limit(limit)
             return [self._snapshot(Job(self, doc)) for doc in cursor]
+
+    def jobs(
+        self,
+        state: str = "all",
+        *,
+        key: str | None = None,
+        locked_by: str | None = None,
+        priority: int | None = None,
+        limit: int | None = None,
+        after: JobData | str | None = None,
+    ) -> list[Job]:
+        """Snapshots of jobs in listing order (not claims), read from the claim index.
+
+        ``state`` is one of ``waiting``, ``delayed``, ``running``, ``lease_expired``,
+        ``failed`` or ``all`` (the default); ``key``, ``locked_by`` and ``priority``
+        narrow it by exact match. The order is by stored state (failed jobs first),
+        then the claim order: priority, then the time each job became due. To page,
+        pass the last job of a page (or ``operations.listing_cursor`` of its
+        ``data``) as ``after``: the next page starts right after its place, even if
+        that job has finished since.
+        """
+        limit = self._check_limit(limit)
+        query = self._listing_query(state, self._now(), key, locked_by, priority, after)
+        with driver_errors():
+            cursor = self.collection.find(query, sort=ops.LISTING_SORT)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return [self._snapshot(Job(self, doc)) for doc in cursor]
+
+    def server_time(self) -> datetime:
+        """This queue's estimate of the server's current time (UTC; see ``mongoqueue.clock``).
+
+        The time ``jobs()`` and ``stats()`` judge ``waiting`` against ``delayed`` by:
+        a job whose ``available_at`` is after it is delayed.
+        """
+        return self._now()
 
     # ------------------------------------------------------------------ maintenance
 

@@ -75,7 +75,8 @@ def test_requeue_of_a_job_whose_key_is_taken_fails_with_exit_1(run_cli, collecti
     collection.update_one({"_id": failed}, {"$set": {"key": "k"}})
     code, _, err = run_cli("requeue", str(failed))
     assert code == 1  # the operation failed (a state conflict), not bad arguments (2)
-    assert "cannot requeue job" in err and "already has its key" in err
+    assert "cannot requeue job" in err
+    assert "already has its key" in err
     assert queue.get(failed).state == "failed"
 
 

@@ -121,13 +121,15 @@ def test_claim_examines_a_bounded_number_of_keys(listened, situation: str) -> No
     q.put({"due": 1})
     q.put({"due": 2})
     first = q.next()
-    assert first is not None and first.payload == {"due": 1}
+    assert first is not None
+    assert first.payload == {"due": 1}
     keys, stages, indexes = explain_last_claim(collection, commands)
     assert indexes == {ops.CLAIM_INDEX.document["name"]}
     assert "SORT" not in stages
     assert keys <= BOUND, f"{situation}: the claim examined {keys} index keys"
     second = q.next()
-    assert second is not None and second.payload == {"due": 2}
+    assert second is not None
+    assert second.payload == {"due": 2}
 
 
 def test_an_empty_claim_over_delayed_jobs_examines_a_bounded_number_of_keys(listened) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from starlette.testclient import TestClient
 
 from mongoqueue import NO_BACKOFF, MongoQueue
@@ -84,19 +86,27 @@ def test_paging_and_filters(make_client, queue, collection) -> None:
     queue.put({"n": "keyed"}, priority=5, key="the-key")
     client = make_client()
     base = f"/queues/{collection.name}/jobs"
-    first = client.get(base, params={"state": "available"})
+    first = client.get(base, params={"state": "waiting"})
     assert first.text.count("<tr data-job=") == 25
-    assert "page 1 of 2" in first.text
-    assert 'id="next"' in first.text
-    second = client.get(base, params={"state": "available", "page": 2})
-    assert second.text.count("<tr data-job=") == 6
-    assert 'id="next"' not in second.text
+    assert 'id="first"' not in first.text
+    next_url = re.search(r'href="(\?[^"]+)" id="next"', first.text)
+    assert next_url, "no link to the next page"
     keyed = client.get(base, params={"state": "all", "key": "the-key"})
     assert keyed.text.count("<tr data-job=") == 1
     assert "keyed" in keyed.text
     assert client.get(base, params={"priority": 5}).text.count("<tr data-job=") == 1
+    # Keyset paging: the next page starts after the last job shown, even if the
+    # jobs of the first page are gone meanwhile.
+    for job_id in re.findall(r'<tr data-job="([0-9a-f]{24})"', first.text):
+        assert queue.cancel(ObjectId(job_id))
+    second = client.get(base + html.unescape(next_url.group(1)))
+    assert second.text.count("<tr data-job=") == 6
+    assert 'id="next"' not in second.text
+    assert 'id="first"' in second.text
+    assert client.get(base, params={"state": "available"}).text.count("<tr data-job=") == 6
+    assert client.get(base, params={"after": "nonsense"}).status_code == 400
     assert client.get(base, params={"state": "done"}).status_code == 400
-    assert client.get(base, params={"page": "x"}).status_code == 400
+    assert client.get(base, params={"priority": "x"}).status_code == 400
 
 
 def test_unknown_queue_and_job_are_404(make_client, queue, collection) -> None:

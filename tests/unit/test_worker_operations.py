@@ -42,5 +42,5 @@ def test_state_filters() -> None:
 
 
 def test_unknown_state_is_an_error() -> None:
-    with pytest.raises(InvalidArgument, match="one of available, delayed"):
+    with pytest.raises(InvalidArgument, match="one of waiting, delayed, running, lease_expired"):
         ops.state_filter("sideways", NOW)

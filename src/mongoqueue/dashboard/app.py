@@ -18,7 +18,6 @@ are served with a Content-Security-Policy that allows no script at all.
 from __future__ import annotations
 
 import hmac
-import math
 import os
 import secrets
 import socket
@@ -48,7 +47,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import operations as ops
-from ..errors import DuplicateKeyConflict, MongoQueueError, driver_errors
+from ..errors import DuplicateKeyConflict, InvalidArgument, MongoQueueError, driver_errors
 from ..metrics import DepthCollector
 from ..queue import MongoQueue
 from .history import History, Sampler, bar_chart, line_chart
@@ -244,30 +243,29 @@ def create_app(
         queue = dash.existing_queue(name)
         params = request.query_params
         state = params.get("state", "all")
-        if state not in ops.LIST_STATES:
+        if state not in (*ops.LIST_STATES, *ops.STATE_ALIASES):
             raise HTTPException(400, f"state must be one of {', '.join(ops.LIST_STATES)}")
-        page = _int_param(params.get("page"), "page", default=1, minimum=1)
+        after = params.get("after") or None
         priority = _int_param(params.get("priority"), "priority", default=None)
         key = params.get("key") or None
         consumer = params.get("consumer") or None
-        now = queue._now()
-        query = ops.listing_filter(state, now, key=key, locked_by=consumer, priority=priority)
-        sort = [("_id", 1)] if state == "failed" else ops.CLAIM_SORT
-        with driver_errors():
-            docs = list(
-                queue.collection.find(query, sort=sort, skip=(page - 1) * PAGE_SIZE).limit(
-                    PAGE_SIZE + 1
-                )
+        try:
+            jobs = queue.jobs(
+                state,
+                key=key,
+                locked_by=consumer,
+                priority=priority,
+                limit=PAGE_SIZE + 1,
+                after=after,
             )
-            total = queue.collection.count_documents(query)
-        more = len(docs) > PAGE_SIZE
-        docs = docs[:PAGE_SIZE]
+        except InvalidArgument as exc:
+            raise HTTPException(400, str(exc)) from exc
+        now = queue.server_time()
+        more = len(jobs) > PAGE_SIZE
+        docs = [job.data for job in jobs[:PAGE_SIZE]]
         filters = {"state": state, "key": key or "", "consumer": consumer or ""}
         filters["priority"] = "" if priority is None else str(priority)
         kept = {k: v for k, v in filters.items() if v}
-
-        def page_url(n: int) -> str:
-            return f"?{urlencode({**kept, 'page': n})}"
 
         return render(
             request,
@@ -277,11 +275,13 @@ def create_app(
                 "jobs": [(doc, job_state(doc, now)) for doc in docs],
                 "filters": filters,
                 "states": ops.LIST_STATES,
-                "page": page,
-                "pages": max(1, math.ceil(total / PAGE_SIZE)),
-                "total": total,
-                "prev_url": page_url(page - 1) if page > 1 else None,
-                "next_url": page_url(page + 1) if more else None,
+                "shown": len(docs),
+                "first_url": f"?{urlencode(kept)}" if after else None,
+                "next_url": (
+                    f"?{urlencode({**kept, 'after': ops.listing_cursor(docs[-1])})}"
+                    if more
+                    else None
+                ),
             },
         )
 
@@ -290,10 +290,11 @@ def create_app(
         queue = dash.existing_queue(name)
         job_id = parse_job_id(request.path_params["job_id"])
         with driver_errors():
-            doc = queue.collection.find_one({"_id": job_id})
-        if doc is None:
+            job = queue.get(job_id)
+        if job is None:
             raise HTTPException(404, f"no job {job_id} in {name} (completed, cancelled or purged)")
-        now = queue._now()
+        doc = job.data
+        now = queue.server_time()
         expires = _utc(doc.get("lease_expires_at"))
         return render(
             request,
