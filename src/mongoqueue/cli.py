@@ -454,6 +454,12 @@ def purge(all_jobs: bool, yes: bool) -> None:
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
 )
+@click.option(
+    "--metrics-depth",
+    is_flag=True,
+    help="Also export the queue's depth gauges (off: export depth from one place, the "
+    "dashboard's /metrics, not from every worker).",
+)
 def worker(
     handler: str,
     concurrency: int,
@@ -469,6 +475,7 @@ def worker(
     log_level: str,
     metrics_port: int | None,
     metrics_host: str,
+    metrics_depth: bool,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
 
@@ -497,6 +504,7 @@ def worker(
         },
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        metrics_depth=metrics_depth,
     )
 
 

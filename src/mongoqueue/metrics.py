@@ -16,18 +16,27 @@
                                                   failed deliveries (in a claim or ``repair``)
 ``mongoqueue_job_duration_seconds``    histogram  handler time, labelled by ``outcome``
 ``mongoqueue_jobs``                    gauge      jobs in the queue by ``state`` (available,
-                                                  delayed, running, expired, failed)
+                                                  delayed, running, expired, failed); only
+                                                  with ``depth=True`` or a ``DepthCollector``
 =====================================  =========  ===========================================
 
 Every metric has a ``queue`` label (``db.collection``). The counters are this
-process's; Prometheus sums them over workers. The depth gauges are read at
-scrape time from one ``stats()`` aggregation per queue, never one count per state.
+process's; Prometheus sums them over workers.
+
+**Depth is exported from one place.** The depth gauges describe the queue, not
+the process, and each scrape reads them from the server; if every worker
+exported them, a fleet of N workers would run N reads per scrape interval for
+the same numbers. So ``QueueMetrics`` exports the per-process counters only by
+default, and depth comes from one exporter: the dashboard's ``/metrics``
+(``mongoqueue dashboard``, every queue of its database), or one process that
+registers a ``DepthCollector`` (or ``QueueMetrics(queue, depth=True)``,
+``mongoqueue worker --metrics-depth``).
 
 A worker feeds it through its observer hook: ``Worker(queue, handler,
 observer=metrics.observe)``; ``mongoqueue worker --metrics-port P`` does that
-and serves ``/metrics`` on 127.0.0.1:P. An ``AsyncWorker`` takes the same
-observer; its ``QueueMetrics(async_queue, depth=False)`` gets the depth gauges
-from a ``DepthCollector`` of a sync ``MongoQueue`` (as the CLI does).
+and serves ``/metrics`` on 127.0.0.1:P. With an ``AsyncWorker`` the depth
+gauges, if wanted, come from a ``DepthCollector`` of a sync ``MongoQueue``
+(scrapes run in the HTTP server's thread), as the CLI does.
 """
 
 from __future__ import annotations
@@ -138,7 +147,7 @@ class QueueMetrics:
         queue: MongoQueue | AsyncMongoQueue,
         registry: CollectorRegistry | None = None,
         *,
-        depth: bool = True,
+        depth: bool = False,
     ) -> None:
         if depth and isinstance(queue, AsyncMongoQueue):
             raise InvalidArgument(

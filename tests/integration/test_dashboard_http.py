@@ -203,3 +203,38 @@ def test_metrics_endpoint(make_client, queue, collection) -> None:
     text = make_client().get("/metrics").text
     full = collection.full_name
     assert f'mongoqueue_jobs{{queue="{full}",state="available"}} 1.0' in text
+
+
+def test_queues_are_found_by_their_index_without_reading_documents(mongodb_uri, client) -> None:
+    from pymongo import MongoClient, monitoring
+
+    from mongoqueue.dashboard.app import find_queues
+
+    class Names(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            self.names.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    db = client[f"discover_{ObjectId()}"]
+    try:
+        MongoQueue(db.current, "p").put({"n": 1})
+        db.older.create_index([("state", 1)], name="mongoqueue_claim")  # the previous index
+        db.other.insert_one({"state": "ready", "visible_at": 1, "payload": {}})  # no index
+        db.empty.insert_one({"x": 1})
+        listener = Names()
+        listened: MongoClient[Any] = MongoClient(mongodb_uri, event_listeners=[listener])
+        try:
+            assert find_queues(listened[db.name]) == ["current", "older"]
+            assert set(listener.names) == {"listCollections", "listIndexes"}
+        finally:
+            listened.close()
+    finally:
+        client.drop_database(db.name)

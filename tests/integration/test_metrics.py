@@ -22,7 +22,7 @@ def test_worker_outcomes_are_counted(collection) -> None:
     queue = MongoQueue(collection, "worker-1", timeout=5, max_attempts=2, retry=NO_BACKOFF)
     queue.put_many([{"n": 1}, {"n": 2}])
     queue.put({"fail": True})
-    metrics = QueueMetrics(queue)
+    metrics = QueueMetrics(queue, depth=True)
 
     def handler(job: Job) -> None:
         if job.payload.get("fail"):
@@ -42,6 +42,8 @@ def test_worker_outcomes_are_counted(collection) -> None:
     assert value(metrics, "mongoqueue_lease_expiries_total") == 0
     text = generate_latest(metrics.registry).decode()
     assert "# TYPE mongoqueue_job_duration_seconds histogram" in text
+    # By default a worker's metrics are its own counters: depth comes from one place.
+    assert value(QueueMetrics(queue), "mongoqueue_jobs", state="failed") is None
 
 
 def test_a_failing_observer_does_not_stop_the_worker(collection) -> None:
@@ -68,8 +70,8 @@ def test_an_async_worker_feeds_the_same_metrics(collection, mongodb_uri) -> None
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
     queue = AsyncMongoQueue(client[collection.database.name][collection.name], "w", timeout=5)
     with pytest.raises(InvalidArgument, match="depth=False"):
-        QueueMetrics(queue)
-    metrics = QueueMetrics(queue, depth=False)
+        QueueMetrics(queue, depth=True)
+    metrics = QueueMetrics(queue)
     metrics.registry.register(DepthCollector(lambda: [MongoQueue(collection, "depth")]))
 
     async def handler(job: AsyncJob) -> None:

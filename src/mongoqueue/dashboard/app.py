@@ -54,6 +54,9 @@ from .history import History, Sampler, bar_chart, line_chart
 
 __all__ = ["PAGE_SIZE", "Dashboard", "create_app", "find_queues", "is_queue"]
 
+#: The server's code for "no such collection" (listIndexes on a dropped collection).
+NAMESPACE_NOT_FOUND = 26
+
 #: Jobs per page of a list.
 PAGE_SIZE = 25
 JSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
@@ -74,12 +77,19 @@ SECURITY_HEADERS = {
 
 
 def is_queue(db: Database[Any], name: str) -> bool:
-    """A collection holding mongoqueue jobs: it has our claim index, or a job-shaped document."""
-    collection = db[name]
-    if ops.CLAIM_INDEX.document["name"] in collection.index_information():
-        return True
-    shape = {"state": {"$in": [ops.READY, ops.FAILED]}, "visible_at": {"$exists": True}}
-    return collection.find_one({**shape, "payload": {"$exists": True}}, {"_id": 1}) is not None
+    """A collection holding mongoqueue jobs: it has our claim index (one listIndexes).
+
+    Never a query on the collection's documents: a database's other collections
+    may be large and unindexed. A queue gets its indexes on first use.
+    """
+    with driver_errors():
+        try:
+            names = {index["name"] for index in db[name].list_indexes()}
+        except pymongo.errors.OperationFailure as exc:
+            if exc.code == NAMESPACE_NOT_FOUND:
+                return False
+            raise
+    return not names.isdisjoint(ops.CLAIM_INDEX_NAMES)
 
 
 def find_queues(db: Database[Any]) -> list[str]:
