@@ -41,7 +41,7 @@ from .validation import (
     check_seconds,
     encode_payload,
 )
-from .waiting import Deadline
+from .waiting import Deadline, WakeState
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -157,6 +157,8 @@ class QueueCore:
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         self._indexes_ready = False
         self._change_streams = True
+        #: The change stream ``next(wait=)`` keeps open between calls (see ``waiting``).
+        self._wake = WakeState()
         self._last_due_put: datetime | None = None
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()
@@ -299,6 +301,21 @@ class QueueCore:
             return None
         seconds = check_seconds("wait", wait, allow_zero=True)
         return Deadline(seconds) if seconds else None
+
+    def _claim_due(self) -> bool:
+        """Whether ``next(wait=)`` must claim before waiting.
+
+        Not when this queue's change stream has stayed open since a claim found
+        nothing and no re-check is due yet: a change since then is waiting on the
+        stream, and the wait claims as soon as it reads it.
+        """
+        wake = self._wake
+        return not (
+            self._change_streams
+            and wake.stream is not None
+            and not wake.claim_due()
+            and not wake.lock.locked()
+        )
 
     @staticmethod
     def _check_batch_size(n: object) -> int:

@@ -14,6 +14,7 @@ until its lease expires, exactly like a consumer that crashed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -38,10 +39,11 @@ from .job import JobData, exit_outcome, log_unrecorded_failure
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
-    RECHECK_SECONDS,
     WAKE_SLACK_SECONDS,
     Deadline,
     PollBackoff,
+    WakeState,
+    stream_await_seconds,
 )
 
 __all__ = ["AsyncJob", "AsyncMongoQueue"]
@@ -183,31 +185,27 @@ class AsyncMongoQueue(QueueCore):
         server has them, else it polls (see :meth:`MongoQueue.next`).
         """
         deadline = self._wait_deadline(wait)
-        job = await self._claim()
-        if job is not None or deadline is None:
-            return job
+        if deadline is None or self._claim_due():
+            job = await self._claim()
+            if job is not None or deadline is None:
+                return job
         return await self._wait_and_claim(deadline)
 
     async def _wait_and_claim(self, deadline: Deadline) -> AsyncJob | None:
         if self._change_streams:
             try:
                 with driver_errors():
-                    while True:
-                        # A getMore's await time is fixed when the stream opens: when less
-                        # than that is left, reopen with the time left rather than sleep.
-                        block = min(RECHECK_SECONDS, deadline.remaining())
-                        stream = await self.collection.watch(
-                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                        )
-                        async with stream:
-                            # Opened before claiming again, so no job put meanwhile is missed.
-                            while True:
-                                job = await self._claim()
-                                if job is not None or deadline.expired():
-                                    return job
-                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
-                                    break
-                                await stream.try_next()  # returns early on a wake-up event
+                    if self._wake.lock.acquire(blocking=False):
+                        try:
+                            return await self._wait_on_stream(deadline, self._wake)
+                        finally:
+                            self._wake.lock.release()
+                    # Another task waits on this queue's stream: wait on one of our own.
+                    own = WakeState()
+                    try:
+                        return await self._wait_on_stream(deadline, own)
+                    finally:
+                        await self._close_stream(own)
             except pymongo.errors.OperationFailure as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
@@ -218,6 +216,56 @@ class AsyncMongoQueue(QueueCore):
             if job is not None or deadline.expired():
                 return job
             await asyncio.sleep(backoff.next_interval(deadline.remaining()))
+
+    async def _wait_on_stream(self, deadline: Deadline, wake: WakeState) -> AsyncJob | None:
+        """Claim when the stream reports a change or a re-check is due, until the deadline."""
+        failed = False
+        try:
+            while True:
+                if deadline.remaining() <= WAKE_SLACK_SECONDS:
+                    await asyncio.sleep(deadline.remaining())
+                    return await self._claim() if wake.claim_due() else None
+                if wake.needs_open(deadline.remaining()):
+                    await self._close_stream(wake)
+                    seconds = stream_await_seconds(deadline.remaining())
+                    stream = await self.collection.watch(
+                        ops.wake_pipeline(), max_await_time_ms=max(1, round(seconds * 1000))
+                    )
+                    # Opened before claiming again, so no job put meanwhile is missed.
+                    wake.opened(stream, seconds)
+                if wake.claim_due():
+                    job = await self._claim()
+                    if job is not None:
+                        wake.woken()
+                        return job
+                    empty = await self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                    wake.idle(empty)
+                if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
+                    deadline.remaining()
+                ):
+                    continue
+                try:
+                    changed = await wake.stream.try_next()
+                except pymongo.errors.OperationFailure as exc:
+                    # A stream kept open between calls may fail to resume (its history
+                    # left the oplog): reopen it once, which claims again first.
+                    if exc.code in CHANGE_STREAMS_UNSUPPORTED or failed:
+                        raise
+                    failed = True
+                    await self._close_stream(wake)
+                    continue
+                if changed is not None:
+                    wake.woken()  # a change that may have made a job claimable
+        except BaseException:
+            await self._close_stream(wake)
+            raise
+
+    @staticmethod
+    async def _close_stream(wake: WakeState) -> None:
+        stream, wake.stream = wake.stream, None
+        if stream is not None:
+            with contextlib.suppress(pymongo.errors.PyMongoError):
+                await stream.close()
 
     async def next_batch(self, n: int) -> list[AsyncJob]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease."""

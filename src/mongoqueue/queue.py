@@ -7,6 +7,7 @@ server operation; see that module for the storage contract.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -32,10 +33,11 @@ from .job import Job, JobData
 from .retry import RetryPolicy
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
-    RECHECK_SECONDS,
     WAKE_SLACK_SECONDS,
     Deadline,
     PollBackoff,
+    WakeState,
+    stream_await_seconds,
 )
 
 __all__ = ["DEFAULT_RETRY", "MAX_BATCH", "MAX_EXPIRIES_PER_CLAIM", "MongoQueue", "QueueConfig"]
@@ -190,30 +192,27 @@ class MongoQueue(QueueCore):
         stream where the server has them, else by polling.
         """
         deadline = self._wait_deadline(wait)
-        job = self._claim()
-        if job is not None or deadline is None:
-            return job
+        if deadline is None or self._claim_due():
+            job = self._claim()
+            if job is not None or deadline is None:
+                return job
         return self._wait_and_claim(deadline)
 
     def _wait_and_claim(self, deadline: Deadline) -> Job | None:
         if self._change_streams:
             try:
                 with driver_errors():
-                    while True:
-                        # A getMore's await time is fixed when the stream opens: when less
-                        # than that is left, reopen with the time left rather than sleep.
-                        block = min(RECHECK_SECONDS, deadline.remaining())
-                        with self.collection.watch(
-                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                        ) as stream:
-                            # Opened before claiming again, so no job put meanwhile is missed.
-                            while True:
-                                job = self._claim()
-                                if job is not None or deadline.expired():
-                                    return job
-                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
-                                    break
-                                stream.try_next()  # returns early on a wake-up event
+                    if self._wake.lock.acquire(blocking=False):
+                        try:
+                            return self._wait_on_stream(deadline, self._wake)
+                        finally:
+                            self._wake.lock.release()
+                    # Another thread waits on this queue's stream: wait on one of our own.
+                    own = WakeState()
+                    try:
+                        return self._wait_on_stream(deadline, own)
+                    finally:
+                        self._close_stream(own)
             except pymongo.errors.OperationFailure as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
@@ -224,6 +223,56 @@ class MongoQueue(QueueCore):
             if job is not None or deadline.expired():
                 return job
             time.sleep(backoff.next_interval(deadline.remaining()))
+
+    def _wait_on_stream(self, deadline: Deadline, wake: WakeState) -> Job | None:
+        """Claim when the stream reports a change or a re-check is due, until the deadline."""
+        failed = False
+        try:
+            while True:
+                if deadline.remaining() <= WAKE_SLACK_SECONDS:
+                    time.sleep(deadline.remaining())
+                    return self._claim() if wake.claim_due() else None
+                if wake.needs_open(deadline.remaining()):
+                    self._close_stream(wake)
+                    seconds = stream_await_seconds(deadline.remaining())
+                    stream = self.collection.watch(
+                        ops.wake_pipeline(), max_await_time_ms=max(1, round(seconds * 1000))
+                    )
+                    # Opened before claiming again, so no job put meanwhile is missed.
+                    wake.opened(stream, seconds)
+                if wake.claim_due():
+                    job = self._claim()
+                    if job is not None:
+                        wake.woken()
+                        return job
+                    empty = self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                    wake.idle(empty)
+                if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
+                    deadline.remaining()
+                ):
+                    continue
+                try:
+                    changed = wake.stream.try_next()
+                except pymongo.errors.OperationFailure as exc:
+                    # A stream kept open between calls may fail to resume (its history
+                    # left the oplog): reopen it once, which claims again first.
+                    if exc.code in CHANGE_STREAMS_UNSUPPORTED or failed:
+                        raise
+                    failed = True
+                    self._close_stream(wake)
+                    continue
+                if changed is not None:
+                    wake.woken()  # a change that may have made a job claimable
+        except BaseException:
+            self._close_stream(wake)
+            raise
+
+    @staticmethod
+    def _close_stream(wake: WakeState) -> None:
+        stream, wake.stream = wake.stream, None
+        if stream is not None:
+            with contextlib.suppress(pymongo.errors.PyMongoError):
+                stream.close()
 
     def next_batch(self, n: int) -> list[Job]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease."""

@@ -141,3 +141,25 @@ def test_an_empty_claim_over_delayed_jobs_examines_a_bounded_number_of_keys(list
     assert indexes == {ops.CLAIM_INDEX.document["name"]}
     assert "SORT" not in stages
     assert keys <= BOUND, f"the empty claim examined {keys} index keys"
+
+
+def test_an_idle_consumer_keeps_one_stream_and_does_not_claim_an_empty_queue(listened) -> None:
+    """next(wait=) in a loop on an empty queue: one stream, resumed, no claim per call."""
+    collection, commands = listened
+    q = MongoQueue(collection, "idle")
+    q.ensure_indexes()
+    calls = 4
+    for _ in range(calls):
+        assert q.next(wait=0.3) is None
+    sent = [next(iter(c)) for c in commands.sent]
+    if "aggregate" not in sent:
+        pytest.skip("this server has no change streams (standalone)")
+    assert sent.count("aggregate") == 1  # the stream is opened once and kept
+    # One claim before the stream opens and one right after (a put in between is not
+    # missed); then none: on an empty queue nothing becomes claimable without an event.
+    assert sent.count("findAndModify") == 2
+    assert sent.count("getMore") >= calls
+    # A put is still seen at once by the stream kept open between calls.
+    MongoQueue(collection, "producer").put({"n": 1})
+    job = q.next(wait=5)
+    assert job is not None and job.payload == {"n": 1}
