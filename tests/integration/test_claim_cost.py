@@ -162,4 +162,5 @@ def test_an_idle_consumer_keeps_one_stream_and_does_not_claim_an_empty_queue(lis
     # A put is still seen at once by the stream kept open between calls.
     MongoQueue(collection, "producer").put({"n": 1})
     job = q.next(wait=5)
-    assert job is not None and job.payload == {"n": 1}
+    assert job is not None
+    assert job.payload == {"n": 1}
