@@ -41,7 +41,7 @@ from .validation import (
     check_seconds,
     encode_payload,
 )
-from .waiting import Deadline, WakeState
+from .waiting import Deadline, PollBackoff, WakeState
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -159,6 +159,8 @@ class QueueCore:
         self._change_streams = True
         #: The change stream ``next(wait=)`` keeps open between calls (see ``waiting``).
         self._wake = WakeState()
+        #: The polling interval of ``next(wait=)`` without change streams.
+        self._poll = PollBackoff()
         self._last_due_put: datetime | None = None
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()
@@ -302,20 +304,18 @@ class QueueCore:
         seconds = check_seconds("wait", wait, allow_zero=True)
         return Deadline(seconds) if seconds else None
 
-    def _claim_due(self) -> bool:
-        """Whether ``next(wait=)`` must claim before waiting.
+    def _claims_before_waiting(self) -> bool:
+        """Whether ``next(wait=)`` claims before it starts waiting.
 
-        Not when this queue's change stream has stayed open since a claim found
-        nothing and no re-check is due yet: a change since then is waiting on the
-        stream, and the wait claims as soon as it reads it.
+        Only when it has no wait state to go by (no change stream of this queue open
+        yet, or another waiter using it): an open stream's wait, and polling, claim
+        first themselves when a claim is due, and not when a claim found nothing a
+        moment ago and nothing has changed since (a change would be waiting on the
+        stream, read at once).
         """
-        wake = self._wake
-        return not (
-            self._change_streams
-            and wake.stream is not None
-            and not wake.claim_due()
-            and not wake.lock.locked()
-        )
+        if not self._change_streams:
+            return False
+        return self._wake.stream is None or self._wake.lock.locked()
 
     @staticmethod
     def _check_batch_size(n: object) -> int:

@@ -185,7 +185,7 @@ class AsyncMongoQueue(QueueCore):
         server has them, else it polls (see :meth:`MongoQueue.next`).
         """
         deadline = self._wait_deadline(wait)
-        if deadline is None or self._claim_due():
+        if deadline is None or self._claims_before_waiting():
             job = await self._claim()
             if job is not None or deadline is None:
                 return job
@@ -210,12 +210,18 @@ class AsyncMongoQueue(QueueCore):
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False
-        backoff = PollBackoff()
+        # The polling interval carries over between calls (an idle consumer polls once
+        # a second, not from 50 ms again on every call); a claimed job resets it.
         while True:
-            job = await self._claim()
-            if job is not None or deadline.expired():
-                return job
-            await asyncio.sleep(backoff.next_interval(deadline.remaining()))
+            if self._poll.claim_due():
+                job = await self._claim()
+                if job is not None:
+                    self._poll = PollBackoff()
+                    return job
+                self._poll.claimed_nothing()
+            if deadline.expired():
+                return None
+            await asyncio.sleep(self._poll.wait_seconds(deadline.remaining()))
 
     async def _wait_on_stream(self, deadline: Deadline, wake: WakeState) -> AsyncJob | None:
         """Claim when the stream reports a change or a re-check is due, until the deadline."""

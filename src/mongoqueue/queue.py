@@ -192,7 +192,7 @@ class MongoQueue(QueueCore):
         stream where the server has them, else by polling.
         """
         deadline = self._wait_deadline(wait)
-        if deadline is None or self._claim_due():
+        if deadline is None or self._claims_before_waiting():
             job = self._claim()
             if job is not None or deadline is None:
                 return job
@@ -217,12 +217,18 @@ class MongoQueue(QueueCore):
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False
-        backoff = PollBackoff()
+        # The polling interval carries over between calls (an idle consumer polls once
+        # a second, not from 50 ms again on every call); a claimed job resets it.
         while True:
-            job = self._claim()
-            if job is not None or deadline.expired():
-                return job
-            time.sleep(backoff.next_interval(deadline.remaining()))
+            if self._poll.claim_due():
+                job = self._claim()
+                if job is not None:
+                    self._poll = PollBackoff()
+                    return job
+                self._poll.claimed_nothing()
+            if deadline.expired():
+                return None
+            time.sleep(self._poll.wait_seconds(deadline.remaining()))
 
     def _wait_on_stream(self, deadline: Deadline, wake: WakeState) -> Job | None:
         """Claim when the stream reports a change or a re-check is due, until the deadline."""

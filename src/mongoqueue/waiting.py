@@ -12,7 +12,9 @@ lease expiring: at most ``RECHECK_SECONDS`` apart while the queue holds any read
 job). When the queue holds no ready job at all, nothing can become claimable
 without a change event, so it re-checks only every ``EMPTY_RECHECK_SECONDS`` (a
 safety net). An idle consumer on an empty queue then sends one ``getMore`` per
-``RECHECK_SECONDS`` and little else.
+``RECHECK_SECONDS`` and little else. Polling (no change streams) keeps its
+interval between calls too, so an idle consumer polls once per
+``POLL_MAX_SECONDS`` rather than restarting from ``POLL_FIRST_SECONDS`` each call.
 """
 
 from __future__ import annotations
@@ -51,16 +53,28 @@ class Deadline:
 
 @dataclass
 class PollBackoff:
-    """Capped exponential intervals for polling (one instance per wait)."""
+    """Capped exponential intervals for polling (one per queue object, renewed by a claim)."""
 
     first: float = POLL_FIRST_SECONDS
     cap: float = POLL_MAX_SECONDS
     _next: float = 0.0
+    due_at: float = 0.0  # monotonic time of the next poll
 
     def next_interval(self, remaining: float) -> float:
         interval = self._next or self.first
         self._next = min(self.cap, interval * 2)
         return min(interval, remaining)
+
+    def claim_due(self) -> bool:
+        return time.monotonic() >= self.due_at
+
+    def claimed_nothing(self) -> None:
+        """A poll found nothing: the next one is due after the next interval."""
+        self.due_at = time.monotonic() + self.next_interval(float("inf"))
+
+    def wait_seconds(self, remaining: float) -> float:
+        """How long to sleep before the next poll, within ``remaining``."""
+        return max(0.0, min(self.due_at - time.monotonic(), remaining))
 
 
 @dataclass

@@ -164,3 +164,19 @@ def test_an_idle_consumer_keeps_one_stream_and_does_not_claim_an_empty_queue(lis
     job = q.next(wait=5)
     assert job is not None
     assert job.payload == {"n": 1}
+
+
+def test_an_idle_polling_consumer_keeps_its_interval_between_calls(listened) -> None:
+    """Without change streams (standalone), polling does not restart at 50 ms per call."""
+    collection, commands = listened
+    q = MongoQueue(collection, "idle")
+    q.ensure_indexes()
+    q._change_streams = False  # what a standalone server makes it do
+    for _ in range(4):
+        assert q.next(wait=0.3) is None
+    claims = [c for c in commands.sent if "findAndModify" in c]
+    # Restarting at 50 ms doubling in every call took 4 claims per call (16 here).
+    assert len(claims) <= 6
+    MongoQueue(collection, "producer").put({"n": 1})
+    job = q.next(wait=5)
+    assert job is not None
