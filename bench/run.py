@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cost_rows
 import psutil
 import pymongo
 import report
@@ -46,6 +47,8 @@ ROWS: list[tuple[str, Callable[[rows.Bench], list[Row]]]] = [
     ("original", rows.versus_original),
     ("latency", rows.latency),
     ("memory", rows.memory),
+    ("claimcost", cost_rows.claim_cost),
+    ("idle", cost_rows.idle),
 ]
 
 #: The Python server's section: small sizes, the rows that say something there.
@@ -98,6 +101,19 @@ HOW_TO_READ = [
     "  random 50-300 ms gaps, each stamped just before `put()`; latency is the time until",
     "  `next()` returns it. Polling is the same queue with change streams switched off",
     "  (its fallback for standalone servers: 50 ms, doubling to 1 s).",
+    "- **claim keys examined**: the four situations of issue 10 (1000 jobs held, backing off",
+    "  or delayed at a higher priority ahead of a due one; an empty claim over 1000 delayed).",
+    "  The exact findAndModify a claim sent (CommandListener) is replayed under explain",
+    "  (executionStats); the baseline replays it with the previous sort on a copy of the same",
+    "  jobs carrying only the previous claim index `{state, priority: -1, scheduled_at, _id,",
+    "  visible_at}`. The Rust server's key counts match a B-tree walk (see TEST-SERVER-NOTES).",
+    "- **idle consumer**: `bench/idle_consumer.py` in its own process loops `next(wait=1.0)`",
+    "  (the worker's idle wait) on an empty queue and counts every command its client sends",
+    "  (CommandListener) for the idle time, then the bench puts 20 jobs at random 50-300 ms",
+    "  gaps for the put -> claim latency. The baseline runs the same script on the sources of",
+    "  the revision named in the column (`git archive` into bench/.work/). The claims-per-put",
+    "  row runs 8 idle consumers (threads, own queue objects) and counts the claims sent within",
+    "  250 ms after each put.",
     "- **memory**: RSS (psutil) of a consumer process running a plain `next(wait=)` +",
     "  `complete()` loop, after the first 1k jobs and after the last; the producer keeps",
     "  the queue topped up at about 500 jobs. The `Worker` row is a to-do: the Worker class",
