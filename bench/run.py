@@ -130,7 +130,7 @@ SECANTUS_NOTES = [
     "server's, not the library's; even a bare `find({}).limit(1)` costs more the bigger",
     "the collection (its time is listed with each depth under Details). The >= 0.8x",
     "target at 100k can only be judged on mongod (run with `MONGODB_URI`), where the",
-    "plan shown under Details (one IXSCAN on `mongoqueue_claim`",
+    "plan shown under Details (one IXSCAN on `mongoqueue_claim_v2`",
     "with the sort inside it, no SORT stage, one key examined) stops at the first",
     "claimable job. The same property makes the original 0.7.2 look good here: this",
     "server's collection scan with a sort is cheaper than its indexed fetch path, so the",

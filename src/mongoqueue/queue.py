@@ -164,7 +164,7 @@ class MongoQueue(QueueCore):
         """One claim: the best claimable job, or None.
 
         The claim is served by ``ops.CLAIM_INDEX`` (equality on state, then the
-        sort, then the visible_at range): see that index's comment.
+        sort: priority, visible_at, _id): see that index's comment.
         """
         self._ensure_ready()
         with driver_errors():
@@ -185,7 +185,7 @@ class MongoQueue(QueueCore):
         return None
 
     def next(self, wait: float | None = None) -> Job | None:
-        """Claim the next job: highest priority first, then first in first out.
+        """Claim the next job: highest priority first, then the one that became due first.
 
         Returns None when no job is available. With ``wait`` (seconds), blocks
         until a job becomes available or the time is up: woken by a change
