@@ -244,7 +244,11 @@ class AsyncMongoQueue(QueueCore):
                     if job is not None:
                         wake.woken()
                         return job
-                    empty = await self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                    empty = None
+                    if wake.probe_due():
+                        empty = (
+                            await self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                        )
                     wake.idle(empty)
                 if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
                     deadline.remaining()
@@ -265,6 +269,18 @@ class AsyncMongoQueue(QueueCore):
         except BaseException:
             await self._close_stream(wake)
             raise
+
+    async def close_stream(self) -> None:
+        """Close the change stream ``next(wait=)`` keeps open between calls.
+
+        The next wait opens a new one. Workers call it when they stop; call it when
+        a queue object that waited will wait no more (its client is closing).
+        """
+        if self._wake.lock.acquire(blocking=False):
+            try:
+                await self._close_stream(self._wake)
+            finally:
+                self._wake.lock.release()
 
     @staticmethod
     async def _close_stream(wake: WakeState) -> None:

@@ -251,7 +251,9 @@ class MongoQueue(QueueCore):
                     if job is not None:
                         wake.woken()
                         return job
-                    empty = self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                    empty = None
+                    if wake.probe_due():
+                        empty = self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
                     wake.idle(empty)
                 if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
                     deadline.remaining()
@@ -272,6 +274,18 @@ class MongoQueue(QueueCore):
         except BaseException:
             self._close_stream(wake)
             raise
+
+    def close_stream(self) -> None:
+        """Close the change stream ``next(wait=)`` keeps open between calls.
+
+        The next wait opens a new one. Workers call it when they stop; call it when
+        a queue object that waited will wait no more (its client is closing).
+        """
+        if self._wake.lock.acquire(blocking=False):
+            try:
+                self._close_stream(self._wake)
+            finally:
+                self._wake.lock.release()
 
     @staticmethod
     def _close_stream(wake: WakeState) -> None:

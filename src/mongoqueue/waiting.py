@@ -89,6 +89,7 @@ class WakeState:
     stream: Any = None
     await_seconds: float = 0.0
     claim_at: float = 0.0
+    probe_at: float = 0.0  # when to ask again whether the queue holds any ready job
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def needs_open(self, remaining: float) -> bool:
@@ -100,7 +101,12 @@ class WakeState:
         return self.await_seconds + WAKE_SLACK_SECONDS < stream_await_seconds(remaining)
 
     def opened(self, stream: Any, await_seconds: float) -> None:
-        self.stream, self.await_seconds, self.claim_at = stream, await_seconds, 0.0
+        self.stream, self.await_seconds, self.claim_at, self.probe_at = (
+            stream,
+            await_seconds,
+            0.0,
+            0.0,
+        )
 
     def claim_due(self) -> bool:
         return time.monotonic() >= self.claim_at
@@ -109,10 +115,25 @@ class WakeState:
         """A change event arrived (or a job was claimed): claim at once."""
         self.claim_at = 0.0
 
-    def idle(self, queue_empty: bool) -> None:
-        """A claim found nothing: when to claim again without a change event."""
-        pause = EMPTY_RECHECK_SECONDS if queue_empty else RECHECK_SECONDS
-        self.claim_at = time.monotonic() + pause
+    def probe_due(self) -> bool:
+        """Whether to ask if the queue holds any ready job (after an empty claim).
+
+        Once it did, the answer is trusted for ``EMPTY_RECHECK_SECONDS``: a queue
+        with jobs held or delayed is re-checked every ``RECHECK_SECONDS`` with a
+        claim alone, not a claim and a probe.
+        """
+        return time.monotonic() >= self.probe_at
+
+    def idle(self, queue_empty: bool | None) -> None:
+        """A claim found nothing: when to claim again without a change event.
+
+        ``queue_empty``: what a probe found, or None when no probe was due (the
+        queue held ready jobs at the last one).
+        """
+        now = time.monotonic()
+        if queue_empty is not None:
+            self.probe_at = 0.0 if queue_empty else now + EMPTY_RECHECK_SECONDS
+        self.claim_at = now + (EMPTY_RECHECK_SECONDS if queue_empty else RECHECK_SECONDS)
 
 
 def stream_await_seconds(remaining: float) -> float:

@@ -180,3 +180,18 @@ def test_an_idle_polling_consumer_keeps_its_interval_between_calls(listened) -> 
     MongoQueue(collection, "producer").put({"n": 1})
     job = q.next(wait=5)
     assert job is not None
+
+
+def test_an_idle_consumer_over_delayed_jobs_rechecks_with_a_claim_alone(listened) -> None:
+    """Jobs that may come due without an event: re-check by claiming, probe rarely."""
+    collection, commands = listened
+    q = MongoQueue(collection, "idle")
+    q.put_many([{"n": i} for i in range(5)], delay=3600)
+    commands.sent.clear()
+    for _ in range(4):
+        assert q.next(wait=0.6) is None
+    sent = [next(iter(c)) for c in commands.sent]
+    if "aggregate" not in sent:
+        pytest.skip("this server has no change streams (standalone)")
+    assert sent.count("find") == 1  # "does the queue hold ready jobs?", asked once
+    assert sent.count("findAndModify") <= 5  # re-checks at most about once a second
