@@ -257,6 +257,7 @@ class AsyncWorker(WorkerCore):
             if heartbeats is not None:
                 heartbeats.cancel()
                 await asyncio.gather(heartbeats, return_exceptions=True)
+            await self.queue.close_stream()
             restore()
 
     async def _work(self, heartbeats: asyncio.Task[None]) -> None:

@@ -7,9 +7,10 @@ Hierarchy::
     │   ├── InvalidPayload                     a payload MongoDB cannot store as given
     │   │   ├── PayloadTooLarge                over the server's document size limit
     │   │   └── NotBSON (also a TypeError)     a task argument or result that is not BSON
-    │   ├── DuplicateKeyConflict               requeue would duplicate an active job's key
     │   └── httpauth.AuthenticationRequired    a server beyond loopback without authentication
     ├── InvalidArgumentType (also a TypeError) an argument has the wrong type
+    ├── DuplicateKeyConflict                   a state conflict: a waiting or running job
+    │                                          already holds that deduplication key
     ├── LeaseLost                              this handle no longer holds its job
     ├── IndexConflict                          an index of ours exists with other options
     ├── QueueUnavailable                       the server could not be reached
@@ -74,8 +75,13 @@ class NotBSON(InvalidPayload, TypeError):
     """A task argument or result of a type BSON cannot store (the message names it)."""
 
 
-class DuplicateKeyConflict(InvalidArgument):
-    """A waiting or running job already uses this deduplication key."""
+class DuplicateKeyConflict(MongoQueueError):
+    """A waiting or running job already uses this deduplication key.
+
+    A conflict with the queue's current state, not a bad argument: the same call
+    may succeed once that job has finished (``requeue`` of a failed job whose key
+    was taken meanwhile; a ``put(key=...)`` that kept racing with jobs finishing).
+    """
 
 
 class LeaseLost(MongoQueueError):

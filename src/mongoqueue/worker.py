@@ -214,6 +214,7 @@ class Worker(WorkerCore):
             return code
         finally:
             self._heartbeat.stop()
+            self.queue.close_stream()
             restore()
 
     def _loop(self) -> None:

@@ -166,7 +166,8 @@ def test_hard_limit_abandons_a_hung_handler(run_cli, start_worker, collection, l
 def test_next_wait_returns_promptly_after_a_put(run_cli, collection, monkeypatch) -> None:
     recheck = 30.0
     # Without a wake-up the consumer would re-check only after `recheck` seconds.
-    monkeypatch.setattr(mongoqueue.queue, "RECHECK_SECONDS", recheck)
+    monkeypatch.setattr(mongoqueue.waiting, "RECHECK_SECONDS", recheck)
+    monkeypatch.setattr(mongoqueue.waiting, "EMPTY_RECHECK_SECONDS", recheck)
     queue = MongoQueue(collection, "waiter")
     queue.ensure_indexes()
     result = {}

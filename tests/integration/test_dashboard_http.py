@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from starlette.testclient import TestClient
 
 from mongoqueue import NO_BACKOFF, MongoQueue, Worker
@@ -91,17 +93,25 @@ def test_paging_and_filters(make_client, queue, collection) -> None:
     base = f"/queues/{collection.name}/jobs"
     first = client.get(base, params={"state": "waiting"})
     assert first.text.count("<tr data-job=") == 25
-    assert "page 1 of 2" in first.text
-    assert 'id="next"' in first.text
-    second = client.get(base, params={"state": "available", "page": 2})  # the old name
-    assert second.text.count("<tr data-job=") == 6
-    assert 'id="next"' not in second.text
+    assert 'id="first"' not in first.text
+    next_url = re.search(r'href="(\?[^"]+)" id="next"', first.text)
+    assert next_url, "no link to the next page"
     keyed = client.get(base, params={"state": "all", "key": "the-key"})
     assert keyed.text.count("<tr data-job=") == 1
     assert "keyed" in keyed.text
     assert client.get(base, params={"priority": 5}).text.count("<tr data-job=") == 1
+    # Keyset paging: the next page starts after the last job shown, even if the
+    # jobs of the first page are gone meanwhile.
+    for job_id in re.findall(r'<tr data-job="([0-9a-f]{24})"', first.text):
+        assert queue.cancel(ObjectId(job_id))
+    second = client.get(base + html.unescape(next_url.group(1)))
+    assert second.text.count("<tr data-job=") == 6
+    assert 'id="next"' not in second.text
+    assert 'id="first"' in second.text
+    assert client.get(base, params={"state": "available"}).text.count("<tr data-job=") == 6
+    assert client.get(base, params={"after": "nonsense"}).status_code == 400
     assert client.get(base, params={"state": "done"}).status_code == 400
-    assert client.get(base, params={"page": "x"}).status_code == 400
+    assert client.get(base, params={"priority": "x"}).status_code == 400
 
 
 def test_unknown_queue_and_job_are_404(make_client, queue, collection) -> None:
@@ -299,3 +309,38 @@ def test_metrics_say_down_when_mongodb_is_down() -> None:
         assert "mongoqueue_up 0.0" in response.text
     finally:
         down.close()
+
+
+def test_queues_are_found_by_their_index_without_reading_documents(mongodb_uri, client) -> None:
+    from pymongo import MongoClient, monitoring
+
+    from mongoqueue.dashboard.app import find_queues
+
+    class Names(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            self.names.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    db = client[f"discover_{ObjectId()}"]
+    try:
+        MongoQueue(db.current, "p").put({"n": 1})
+        db.older.create_index([("state", 1)], name="mongoqueue_claim")  # the previous index
+        db.other.insert_one({"state": "ready", "visible_at": 1, "payload": {}})  # no index
+        db.empty.insert_one({"x": 1})
+        listener = Names()
+        listened: MongoClient[Any] = MongoClient(mongodb_uri, event_listeners=[listener])
+        try:
+            assert find_queues(listened[db.name]) == ["current", "older"]
+            assert set(listener.names) == {"listCollections", "listIndexes"}
+        finally:
+            listened.close()
+    finally:
+        client.drop_database(db.name)

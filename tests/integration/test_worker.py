@@ -18,7 +18,9 @@ import pytest
 import mongoqueue.aio
 import mongoqueue.aio_worker
 import mongoqueue.queue
+import mongoqueue.waiting
 from mongoqueue import AsyncJob, Job, LeaseLost, MongoQueue, QueueUnavailable
+from mongoqueue import operations as ops
 from mongoqueue.worker import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE
 from tests.helpers import wait_for
 
@@ -186,13 +188,13 @@ def test_stop_before_run_exits_at_once(workers, producer, collection) -> None:
 
 def test_idle_worker_is_woken_by_a_put(workers, collection, monkeypatch) -> None:
     # Without a wake-up the worker would re-check only after its 30 s wait.
-    monkeypatch.setattr(mongoqueue.queue, "RECHECK_SECONDS", 30.0)
-    monkeypatch.setattr(mongoqueue.aio, "RECHECK_SECONDS", 30.0)
+    monkeypatch.setattr(mongoqueue.waiting, "RECHECK_SECONDS", 30.0)
+    monkeypatch.setattr(mongoqueue.waiting, "EMPTY_RECHECK_SECONDS", 30.0)
     done = threading.Event()
     worker = workers.worker(workers.handler(lambda job: done.set()), idle_wait=30)
     runner = workers.start(worker)
     try:
-        wait_for(lambda: collection.index_information().get("mongoqueue_claim"))
+        wait_for(lambda: collection.index_information().get(ops.CLAIM_INDEX.document["name"]))
         start = time.monotonic()
         MongoQueue(collection, "producer").put({"n": 1})
         assert done.wait(20)

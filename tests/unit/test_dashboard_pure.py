@@ -33,10 +33,21 @@ def test_cancel_filter_names_the_waiting_state() -> None:
 def test_listing_filter_narrows_the_state_filter() -> None:
     assert ops.listing_filter("failed", NOW) == {"state": "failed"}
     narrowed = ops.listing_filter("running", NOW, key="k", locked_by="w1", priority=0)
-    assert narrowed == {**ops.state_filter("running", NOW), "key": "k", "locked_by": "w1",
-                        "priority": 0}  # fmt: skip
+    assert narrowed == {**ops.state_filter("running", NOW), "key": {"$eq": "k"},
+                        "locked_by": {"$eq": "w1"}, "priority": {"$eq": 0}}  # fmt: skip
     with pytest.raises(InvalidArgument, match="state must be one of"):
         ops.listing_filter("done", NOW)
+
+
+def test_listing_cursor_round_trips_into_a_keyset_filter() -> None:
+    doc = {"_id": "id-1", "state": "ready", "priority": 2, "visible_at": NOW}
+    paged = ops.listing_filter("all", NOW, after=ops.listing_cursor(doc))
+    [branches] = [part["$or"] for part in paged["$and"] if "$or" in part]
+    assert branches[0] == {"state": {"$gt": "ready"}}
+    assert branches[-1]["_id"] == {"$gt": "id-1"}
+    assert branches[-1]["visible_at"]["$eq"] == NOW
+    with pytest.raises(InvalidArgument, match="after must be"):
+        ops.listing_filter("all", NOW, after="not json")
 
 
 def test_history_keeps_the_window() -> None:

@@ -28,7 +28,6 @@ mount path (``root_path``).
 from __future__ import annotations
 
 import hmac
-import math
 import os
 import secrets
 import socket
@@ -76,6 +75,9 @@ from .observed import job_holders, throughput_chart
 
 __all__ = ["PAGE_SIZE", "Dashboard", "create_app", "find_queues", "is_queue"]
 
+#: The server's code for "no such collection" (listIndexes on a dropped collection).
+NAMESPACE_NOT_FOUND = 26
+
 #: Jobs per page of a list.
 PAGE_SIZE = 25
 JSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
@@ -96,12 +98,19 @@ SECURITY_HEADERS = {
 
 
 def is_queue(db: Database[Any], name: str) -> bool:
-    """A collection holding mongoqueue jobs: it has our claim index, or a job-shaped document."""
-    collection = db[name]
-    if ops.CLAIM_INDEX.document["name"] in collection.index_information():
-        return True
-    shape = {"state": {"$in": [ops.READY, ops.FAILED]}, "visible_at": {"$exists": True}}
-    return collection.find_one({**shape, "payload": {"$exists": True}}, {"_id": 1}) is not None
+    """A collection holding mongoqueue jobs: it has our claim index (one listIndexes).
+
+    Never a query on the collection's documents: a database's other collections
+    may be large and unindexed. A queue gets its indexes on first use.
+    """
+    with driver_errors():
+        try:
+            names = {index["name"] for index in db[name].list_indexes()}
+        except pymongo.errors.OperationFailure as exc:
+            if exc.code == NAMESPACE_NOT_FOUND:
+                return False
+            raise
+    return not names.isdisjoint(ops.CLAIM_INDEX_NAMES)
 
 
 def find_queues(db: Database[Any]) -> list[str]:
@@ -293,28 +302,27 @@ def create_app(
             state = ops.list_state(params.get("state", "all"))
         except InvalidArgument as exc:
             raise HTTPException(400, str(exc)) from exc
-        page = _int_param(params.get("page"), "page", default=1, minimum=1)
+        after = params.get("after") or None
         priority = _int_param(params.get("priority"), "priority", default=None)
         key = params.get("key") or None
         consumer = params.get("consumer") or None
-        now = queue._now()
-        query = ops.listing_filter(state, now, key=key, locked_by=consumer, priority=priority)
-        sort = [("_id", 1)] if state == "failed" else ops.CLAIM_SORT
-        with driver_errors():
-            docs = list(
-                queue.collection.find(query, sort=sort, skip=(page - 1) * PAGE_SIZE).limit(
-                    PAGE_SIZE + 1
-                )
+        try:
+            jobs = queue.jobs(
+                state,
+                key=key,
+                locked_by=consumer,
+                priority=priority,
+                limit=PAGE_SIZE + 1,
+                after=after,
             )
-            total = queue.collection.count_documents(query)
-        more = len(docs) > PAGE_SIZE
-        docs = docs[:PAGE_SIZE]
+        except InvalidArgument as exc:
+            raise HTTPException(400, str(exc)) from exc
+        now = queue.server_time()
+        more = len(jobs) > PAGE_SIZE
+        docs = [job.data for job in jobs[:PAGE_SIZE]]
         filters = {"state": state, "key": key or "", "consumer": consumer or ""}
         filters["priority"] = "" if priority is None else str(priority)
         kept = {k: v for k, v in filters.items() if v}
-
-        def page_url(n: int) -> str:
-            return f"?{urlencode({**kept, 'page': n})}"
 
         return render(
             request,
@@ -325,11 +333,13 @@ def create_app(
                 "holders": job_holders(dash.db, docs),
                 "filters": filters,
                 "states": ops.LIST_STATES,
-                "page": page,
-                "pages": max(1, math.ceil(total / PAGE_SIZE)),
-                "total": total,
-                "prev_url": page_url(page - 1) if page > 1 else None,
-                "next_url": page_url(page + 1) if more else None,
+                "shown": len(docs),
+                "first_url": f"?{urlencode(kept)}" if after else None,
+                "next_url": (
+                    f"?{urlencode({**kept, 'after': ops.listing_cursor(docs[-1])})}"
+                    if more
+                    else None
+                ),
             },
         )
 
@@ -338,10 +348,11 @@ def create_app(
         queue = dash.existing_queue(name)
         job_id = parse_job_id(request.path_params["job_id"])
         with driver_errors():
-            doc = queue.collection.find_one({"_id": job_id})
-        if doc is None:
+            job = queue.get(job_id)
+        if job is None:
             raise HTTPException(404, f"no job {job_id} in {name} (completed, cancelled or purged)")
-        now = queue._now()
+        doc = job.data
+        now = queue.server_time()
         expires = _utc(doc.get("lease_expires_at"))
         return render(
             request,
