@@ -15,6 +15,7 @@ from .errors import (
     InvalidPayload,
     LeaseLost,
     MongoQueueError,
+    OperationFailed,
     PayloadTooLarge,
     QueueUnavailable,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "LeaseLost",
     "MongoQueue",
     "MongoQueueError",
+    "OperationFailed",
     "PayloadTooLarge",
     "QueueUnavailable",
     "RetryPolicy",

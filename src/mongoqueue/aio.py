@@ -33,7 +33,7 @@ from ._core import (
     QueueCore,
     check_collection,
 )
-from .errors import MongoQueueError, driver_errors
+from .errors import MongoQueueError, OperationFailed, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure
 from .retry import RetryPolicy
 from .waiting import (
@@ -208,7 +208,7 @@ class AsyncMongoQueue(QueueCore):
                                 if deadline.remaining() + WAKE_SLACK_SECONDS < block:
                                     break
                                 await stream.try_next()  # returns early on a wake-up event
-            except pymongo.errors.OperationFailure as exc:
+            except OperationFailed as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False

@@ -27,7 +27,7 @@ from ._core import (
     QueueCore,
     check_collection,
 )
-from .errors import driver_errors
+from .errors import OperationFailed, driver_errors
 from .job import Job
 from .retry import RetryPolicy
 from .waiting import (
@@ -214,7 +214,7 @@ class MongoQueue(QueueCore):
                                 if deadline.remaining() + WAKE_SLACK_SECONDS < block:
                                     break
                                 stream.try_next()  # returns early on a wake-up event
-            except pymongo.errors.OperationFailure as exc:
+            except OperationFailed as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False
