@@ -330,13 +330,23 @@ class QueueCore:
     def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> None:
         """Take the reply of a fenced update: fresh metadata; keep the token if still held."""
         token = job._token
+        attempts = job.attempts
         job._update(doc)
         job._token = token if doc.get("lease_token") == token else None
+        if job._token is None:  # error() (a failed attempt, counted) or release()
+            failed = doc.get("state") == "failed" or job.attempts > attempts
+            job._let_go = "failed" if failed else "released"
 
     @staticmethod
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
         """The error for a fenced operation that matched nothing; the handle lets go."""
         job._token = None
+        if current is None:
+            job._let_go = "gone"
+        elif isinstance(current.get("lease_token"), str) or current.get("state") == "failed":
+            job._let_go = "lost"
+        else:
+            job._let_go = "free"
         return LeaseLost(lease_lost_message(job.id, action, current))
 
     def _error_update(self, message: object) -> list[dict[str, Any]]:

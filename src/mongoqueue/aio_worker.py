@@ -100,8 +100,8 @@ StopReason = Literal["abandoned", "released"]
 class AsyncRunningJob(RunningState[AsyncJob]):
     """A job in an async worker's hands: its task, and why the worker cancelled it."""
 
-    def __init__(self, job: AsyncJob) -> None:
-        super().__init__(job)
+    def __init__(self, job: AsyncJob, lease: float) -> None:
+        super().__init__(job, lease)
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: StopReason | None = None
@@ -109,14 +109,31 @@ class AsyncRunningJob(RunningState[AsyncJob]):
         #: The worker stopped waiting for the cancelled handler and moved on.
         self.left_behind = False
 
-    async def settle(self, outcome: Outcome, action: Callable[[], Awaitable[None]]) -> bool:
+    async def settle(
+        self, outcome: Outcome, action: Callable[[], Awaitable[None]], retry: bool = True
+    ) -> bool:
         """Run ``action`` unless the job is already settled (see ``RunningJob.settle``)."""
         async with self.lock:
             if not self.claim(outcome):
                 return False
-            if self.job.held:
-                await action()
-            return True
+        await self.acknowledge(action, retry)
+        return True
+
+    async def acknowledge(self, action: Callable[[], Awaitable[None]], retry: bool = True) -> None:
+        """Write the settlement already claimed, trying again while the lease lasts."""
+        while True:
+            async with self.lock:
+                if not self.needs_ack():
+                    return
+                try:
+                    await action()
+                    self.acked()
+                    return
+                except MongoQueueError as exc:
+                    pause = self.ack_failed(exc, retry)
+            if pause is None:
+                return
+            await asyncio.sleep(pause)
 
 
 class AsyncWorker(WorkerCore):
@@ -238,20 +255,15 @@ class AsyncWorker(WorkerCore):
         pause = 0.0
         while await self._wait_for_slot(heartbeats):
             try:
-                job = await self.queue.next(wait=self.idle_wait)
-                if (
-                    job is None
-                    and self.burst
-                    and self.running == 0
-                    and await self.queue.size() == 0
-                ):
-                    log_burst_done()
-                    return
-            except QueueUnavailable as exc:
+                job = await self.queue.next(wait=self._claim_wait(self.running))
+            except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
                 await self._wait(self._stopping, pause)
                 continue
+            if self._burst_done(job, self.running):
+                log_burst_done()
+                return
             pause = 0.0
             if job is None:
                 continue
@@ -304,7 +316,7 @@ class AsyncWorker(WorkerCore):
     # ------------------------------------------------------------------ one job
 
     def _start(self, job: AsyncJob) -> None:
-        running = AsyncRunningJob(job)
+        running = AsyncRunningJob(job, self.queue.timeout)
         self._active[id(running)] = running
         running.task = self._spawn(self._execute(running), f"mongoqueue-job-{job.id}")
 
@@ -342,15 +354,17 @@ class AsyncWorker(WorkerCore):
             log_failed(running, exc)
 
     async def _settle(
-        self, running: AsyncRunningJob, outcome: Outcome, action: Callable[[], Awaitable[None]]
+        self,
+        running: AsyncRunningJob,
+        outcome: Outcome,
+        action: Callable[[], Awaitable[None]],
+        retry: bool = True,
     ) -> bool:
-        try:
-            if not await running.settle(outcome, action):
-                return False
-        except MongoQueueError as exc:
-            running.settle_failed(exc)
-        self.counts[running.settled or outcome] += 1
-        self._observe(running, running.settled or outcome)
+        if not await running.settle(outcome, action, retry):
+            return False
+        outcome = running.settled or "lost"
+        self.counts[outcome] += 1
+        self._observe(running, outcome)
         return True
 
     async def _settle_stopped(self, running: AsyncRunningJob) -> None:
@@ -359,7 +373,7 @@ class AsyncWorker(WorkerCore):
             message = self._abandon_message(self.queue.consumer_id)
             if await self._settle(running, "abandoned", lambda: running.job.error(message)):
                 log_abandoned(running, message)
-        elif await self._settle(running, "released", running.job.release):
+        elif await self._settle(running, "released", running.job.release, retry=False):
             log_released(running)
 
     async def _cancel(self, running: AsyncRunningJob, reason: StopReason) -> None:
@@ -391,13 +405,16 @@ class AsyncWorker(WorkerCore):
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            await self._beat()
+            try:
+                await self._beat()
+            except Exception:  # no single failure stops the heartbeats
+                log.exception("heartbeat pass failed; the heartbeats go on")
 
     async def _beat(self) -> None:
         """One pass: cancel handlers past the hard limit, extend the others' leases when due."""
         now = time.monotonic()
         for running in list(self._active.values()):
-            if running.settled is not None or not running.beating:
+            if running.done or not running.beating:
                 continue
             limit = None if running.stop_reason is not None else self.hard_limit
             due = running.due(now, self.heartbeat, limit)
@@ -410,7 +427,7 @@ class AsyncWorker(WorkerCore):
 
     async def _extend(self, running: AsyncRunningJob) -> None:
         async with running.lock:
-            if running.settled is not None or not running.job.held:
+            if running.done or not running.job.held:
                 return
             try:
                 await running.job.heartbeat()

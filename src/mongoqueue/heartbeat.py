@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log_heartbeat_failed
+from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log, log_heartbeat_failed
 from .errors import MongoQueueError
 from .job import Job
 
@@ -37,22 +37,38 @@ __all__ = ["Heartbeat", "RunningJob"]
 class RunningJob(RunningState[Job]):
     """A job in a worker's hands, with the lock that serialises its writes."""
 
-    def __init__(self, job: Job) -> None:
-        super().__init__(job)
+    def __init__(self, job: Job, lease: float) -> None:
+        super().__init__(job, lease)
         self.lock = threading.Lock()
 
-    def settle(self, outcome: Outcome, action: Callable[[], None]) -> bool:
+    def settle(self, outcome: Outcome, action: Callable[[], None], retry: bool = True) -> bool:
         """Run ``action`` (complete, error, release) unless the job is already settled.
 
-        Returns False when someone else settled it first. Errors of ``action``
-        propagate; the job counts as settled either way (it was tried once).
+        Returns False when someone else settled it first. A transient failure is
+        tried again (``retry``) while the lease lasts, the heartbeats going on
+        meanwhile; ``settled`` then says what happened (see ``RunningState``).
         """
         with self.lock:
             if not self.claim(outcome):
                 return False
-            if self.job.held:
-                action()
-            return True
+        self.acknowledge(action, retry)
+        return True
+
+    def acknowledge(self, action: Callable[[], None], retry: bool = True) -> None:
+        """Write the settlement already claimed, trying again while the lease lasts."""
+        while True:
+            with self.lock:
+                if not self.needs_ack():
+                    return
+                try:
+                    action()
+                    self.acked()
+                    return
+                except MongoQueueError as exc:
+                    pause = self.ack_failed(exc, retry)
+            if pause is None:
+                return
+            time.sleep(pause)
 
 
 class Heartbeat:
@@ -92,7 +108,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # no single failure stops the heartbeats
+                log.exception("heartbeat pass failed; the heartbeats go on")
 
     def beat(self) -> None:
         """One pass: abandon jobs past the hard limit, extend the others' leases when due."""
@@ -102,14 +121,13 @@ class Heartbeat:
         for running in jobs:
             due = running.due(now, self.interval, self.hard_limit)
             if due == "abandon":
-                self.remove(running)
                 self._on_abandon(running)
             elif due == "beat":
                 self._extend(running)
 
     def _extend(self, running: RunningJob) -> None:
         with running.lock:
-            if running.settled is not None or not running.job.held:
+            if running.done or not running.job.held:
                 return
             try:
                 running.job.heartbeat()

@@ -195,15 +195,15 @@ class Worker(WorkerCore):
         pause = 0.0
         while self._wait_for_slot():
             try:
-                job = self.queue.next(wait=self.idle_wait)
-                if job is None and self.burst and self.running == 0 and self.queue.size() == 0:
-                    log_burst_done()
-                    return
-            except QueueUnavailable as exc:
+                job = self.queue.next(wait=self._claim_wait(self.running))
+            except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
                 self._stopping.wait(pause)
                 continue
+            if self._burst_done(job, self.running):
+                log_burst_done()
+                return
             pause = 0.0
             if job is None:
                 continue
@@ -228,7 +228,7 @@ class Worker(WorkerCore):
     # ------------------------------------------------------------------ one job
 
     def _start(self, job: Job) -> None:
-        running = RunningJob(job)
+        running = RunningJob(job, self.queue.timeout)
         with self._changed:
             self._active[id(running)] = running
         self._heartbeat.add(running)
@@ -256,23 +256,47 @@ class Worker(WorkerCore):
                 log_discarded(running)
             self._finished(running)
 
-    def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], None]) -> bool:
-        try:
-            if not running.settle(outcome, action):
-                return False
-        except MongoQueueError as exc:
-            running.settle_failed(exc)
-        with self._changed:
-            self.counts[running.settled or outcome] += 1
-        self._observe(running, running.settled or outcome)
+    def _settle(
+        self,
+        running: RunningJob,
+        outcome: Outcome,
+        action: Callable[[], None],
+        retry: bool = True,
+    ) -> bool:
+        if not running.settle(outcome, action, retry):
+            return False
+        self._count(running)
         return True
 
+    def _count(self, running: RunningJob) -> None:
+        outcome = running.settled or "lost"
+        with self._changed:
+            self.counts[outcome] += 1
+        self._observe(running, outcome)
+
     def _abandon(self, running: RunningJob) -> None:
-        """Called by the heartbeat thread when a handler passes the hard limit."""
+        """Called by the heartbeat thread when a handler passes the hard limit.
+
+        The failed attempt is written from a thread of its own, so that trying it
+        again (a transient error) does not hold up the heartbeats of other jobs.
+        """
+        with running.lock:
+            if not running.claim("abandoned"):
+                return
+        threading.Thread(
+            target=self._record_abandon,
+            args=(running,),
+            name=f"mongoqueue-abandon-{running.job.id}",
+            daemon=True,
+        ).start()
+
+    def _record_abandon(self, running: RunningJob) -> None:
         message = self._abandon_message(self.queue.consumer_id)
-        if self._settle(running, "abandoned", lambda: running.job.error(message)):
+        running.acknowledge(lambda: running.job.error(message))
+        self._count(running)
+        if running.settled == "abandoned":
             log_abandoned(running, message)
-            self._finished(running)
+        self._finished(running)
 
     def _finished(self, running: RunningJob) -> None:
         self._heartbeat.remove(running)
@@ -292,7 +316,7 @@ class Worker(WorkerCore):
                 self._changed.wait(min(left, 0.5))
             remaining = list(self._active.values())
         for running in remaining:
-            if self._settle(running, "released", running.job.release):
+            if self._settle(running, "released", running.job.release, retry=False):
                 log_released(running)
             self._finished(running)
 
