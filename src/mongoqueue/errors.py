@@ -164,8 +164,9 @@ TRANSIENT_LABELS: tuple[str, ...] = (
     "SystemOverloadedError",
 )
 
-TRANSIENT = "transient"
-PERMANENT = "permanent"
+Classification = Literal["transient", "permanent"]
+TRANSIENT: Classification = "transient"
+PERMANENT: Classification = "permanent"
 
 #: The server's error code for a database or collection name it does not accept.
 INVALID_NAMESPACE = 73
@@ -175,7 +176,7 @@ def _labels(exc: pymongo.errors.PyMongoError) -> tuple[str, ...]:
     return tuple(sorted(getattr(exc, "_error_labels", ()) or ()))
 
 
-def classify(exc: BaseException) -> Literal["transient", "permanent"] | None:
+def classify(exc: BaseException) -> Classification | None:
     """Whether a driver error is transient or permanent; None for a non-driver error.
 
     A pure function of the exception object (its class, code, labels and

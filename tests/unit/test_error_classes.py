@@ -134,7 +134,7 @@ def test_a_timeout_the_driver_marks_as_such_is_transient() -> None:
 
 def test_non_driver_errors_are_not_ours_to_classify() -> None:
     assert classify(ValueError("x")) is None
-    with pytest.raises(ValueError, match="^not a driver error$"), driver_errors():
+    with pytest.raises(ValueError, match=r"^not a driver error$"), driver_errors():
         raise ValueError("not a driver error")
 
 
