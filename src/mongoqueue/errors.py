@@ -213,7 +213,9 @@ def from_driver(exc: pymongo.errors.PyMongoError) -> MongoQueueError:
             "choose another name (not 'system.*', at most 255 bytes with the database's)"
         )
     error: QueueUnavailable | OperationFailed
-    if isinstance(exc, pymongo.errors.ConnectionFailure):
+    if isinstance(exc, pymongo.errors.ConnectionFailure) and not isinstance(
+        exc, pymongo.errors.NotPrimaryError
+    ):
         error = QueueUnavailable(
             f"could not reach MongoDB ({type(exc).__name__}: {exc}); check the URI and that "
             "the server is running. A claim whose reply was lost comes back when its "

@@ -1,0 +1,202 @@
+"""Transient and permanent server errors, injected into real replies by the proxy.
+
+The proxy (``tests/reliability/proxy.py``) rewrites the server's replies to the
+heartbeats and acknowledgements of running jobs into error replies mongod
+sends: a shutdown or step-down (codes 91, 11600, 10107, 189 with the
+``RetryableWriteError`` label), an operation time limit (50, 262), a write
+concern timeout (64, ``errInfo.wtimeout``, merged into a reply whose write was
+applied) and a permanent refusal (13, Unauthorized). pymongo raises its own
+errors from them (and retries some once by itself); the queue classifies
+them, and the workers must keep beating, enforce the hard limit, and run
+each job once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from pymongo import uri_parser
+
+from mongoqueue import MongoQueue
+from mongoqueue.worker import EXIT_OK
+from tests.helpers import wait_for
+from tests.reliability.proxy import ChaosProxy
+
+RETRYABLE = ["RetryableWriteError"]
+
+#: (name, reply, forwarded to the server first, times: 2 when pymongo retries once itself)
+ERRORS: list[tuple[str, dict[str, Any], bool, int]] = [
+    ("ShutdownInProgress", {"ok": 0, "code": 91, "errmsg": "shutdown in progress",
+                            "codeName": "ShutdownInProgress", "errorLabels": RETRYABLE}, False, 2),
+    ("MaxTimeMSExpired", {"ok": 0, "code": 50, "errmsg": "operation exceeded time limit",
+                          "codeName": "MaxTimeMSExpired"}, False, 1),
+    ("WriteConcernFailed", {"writeConcernError": {
+        "code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out",
+        "errInfo": {"wtimeout": True}}}, True, 1),
+    ("NotWritablePrimary", {"ok": 0, "code": 10107, "errmsg": "not primary",
+                            "codeName": "NotWritablePrimary", "errorLabels": RETRYABLE}, False, 2),
+    ("Unauthorized", {"ok": 0, "code": 13, "errmsg": "not authorized",
+                      "codeName": "Unauthorized"}, False, 1),
+    ("ExceededTimeLimit", {"ok": 0, "code": 262, "errmsg": "exceeded time limit",
+                           "codeName": "ExceededTimeLimit", "errorLabels": RETRYABLE}, False, 2),
+    ("InterruptedAtShutdown", {"ok": 0, "code": 11600, "errmsg": "interrupted at shutdown",
+                               "codeName": "InterruptedAtShutdown", "errorLabels": RETRYABLE},
+     False, 2),
+    ("PrimarySteppedDown", {"ok": 0, "code": 189, "errmsg": "primary stepped down",
+                            "codeName": "PrimarySteppedDown", "errorLabels": RETRYABLE}, False, 2),
+]  # fmt: skip
+
+
+def _job_write(body: Mapping[str, Any]) -> bool:
+    """A write to one held job (heartbeat, error, release): fenced by its token."""
+    query = body.get("query") or {}
+    return "lease_token" in query and "_id" in query
+
+
+# A not-primary or shutdown error makes pymongo forget the server until its monitor
+# checks it again: after heartbeatFrequencyMS (10 s by default), longer than these
+# leases. The workers' clients check every 0.5 s (see RELIABILITY.md).
+
+
+@pytest.fixture
+def proxy(mongodb_uri: str) -> Iterator[ChaosProxy]:
+    ((host, port),) = uri_parser.parse_uri(mongodb_uri)["nodelist"]
+    if host not in ("127.0.0.1", "localhost"):
+        pytest.fail(f"the proxy forwards to 127.0.0.1 only, got {host}")
+    with ChaosProxy(port) as chaos:
+        yield chaos
+
+
+class Injector:
+    """Injects the errors one after another into the writes of held jobs, one success
+    between two, until stopped."""
+
+    def __init__(self, proxy: ChaosProxy) -> None:
+        self.proxy = proxy
+        self.kinds: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Injector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.proxy.clear_injections()
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            name, reply, forward, times = ERRORS[index % len(ERRORS)]
+            before = self.proxy.injected
+            self.proxy.inject("findAndModify", reply, times=times, forward=forward, when=_job_write)
+            while self.proxy.injected < before + times and not self._stop.wait(0.01):
+                pass
+            if self.proxy.injected >= before + times:
+                self.kinds.append(name)
+            index += 1
+            self._stop.wait(0.8)  # let each job have a heartbeat through
+
+
+def _figures(**figures: Any) -> None:
+    line = json.dumps({"scenario": "transient server errors", **figures})
+    print(line)
+    path = os.environ.get("RELIABILITY_FIGURES")
+    if path:
+        with open(path, "a") as out:
+            out.write(line + "\n")
+
+
+def test_heartbeats_survive_server_errors_and_no_job_runs_twice(
+    workers, collection, proxy, caplog
+) -> None:
+    """5 s jobs on a 3 s lease, heartbeats answered with server errors in turn:
+    each job runs once, and a rival consumer never gets one."""
+    producer = MongoQueue(collection, "producer")
+    ids = producer.put_many([{"n": n} for n in range(2)])
+    runs: list[Any] = []
+
+    def body(job: Any) -> None:
+        runs.append(job.id)
+
+    rival = MongoQueue(collection, "rival", timeout=3)
+    stolen: list[Any] = []
+    stop_rival = threading.Event()
+
+    def compete() -> None:
+        while not stop_rival.wait(0.1):
+            job = rival.next()
+            if job is not None:
+                stolen.append(job.id)
+
+    handler = workers.pick(lambda job: (body(job), time.sleep(5)), _async_sleeper(body, 5))
+    worker = workers.worker(
+        handler, timeout=3, heartbeat=0.5, concurrency=2, uri=proxy.uri(heartbeatFrequencyMS="500"), burst=True
+    )
+    competitor = threading.Thread(target=compete, daemon=True)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
+        runner = workers.start(worker)
+        wait_for(lambda: len(runs) == 2, timeout=20)
+        competitor.start()
+        with Injector(proxy) as injector:
+            code = runner.join(timeout=60)
+    stop_rival.set()
+    competitor.join(5)
+    assert code == EXIT_OK
+    assert stolen == []
+    assert sorted(runs) == sorted(ids)  # each job ran once
+    assert worker.counts["completed"] == 2
+    assert collection.count_documents({}) == 0
+    failed_beats = caplog.text.count("heartbeat for job")
+    assert failed_beats >= 4, caplog.text
+    assert len(set(injector.kinds)) >= 4, injector.kinds
+    _figures(
+        worker=workers.kind,
+        jobs=2,
+        injections=proxy.injected,
+        kinds=sorted(set(injector.kinds)),
+        failed_heartbeats=failed_beats,
+        runs=len(runs),
+        lost=0,
+        double_holds=len(stolen),
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def test_the_hard_limit_is_enforced_while_server_errors_go_on(
+    workers, collection, proxy, caplog
+) -> None:
+    producer = MongoQueue(collection, "producer")
+    job_id = producer.put({"n": 1})
+    handler = workers.pick(lambda job: time.sleep(4), _async_sleeper(lambda job: None, 4))
+    worker = workers.worker(
+        handler, timeout=3, heartbeat=0.5, hard_limit=2.0, uri=proxy.uri(heartbeatFrequencyMS="500"), burst=True
+    )
+    with Injector(proxy), caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
+        code = workers.run(worker)
+    assert code == EXIT_OK
+    assert worker.counts["abandoned"] == 1
+    doc = collection.find_one({"_id": job_id})
+    assert doc["state"] == "failed"  # max_attempts 1: the abandoned attempt was recorded
+    assert doc["attempts"] == 1
+    assert "hard limit" in doc["last_error"]
+
+
+def _async_sleeper(body: Any, seconds: float) -> Any:
+    import asyncio
+
+    async def handle(job: Any) -> None:
+        body(job)
+        await asyncio.sleep(seconds)
+
+    return handle
