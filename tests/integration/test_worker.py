@@ -12,6 +12,7 @@ import gc
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -435,3 +436,73 @@ def test_stop_from_the_event_loop(async_workers, producer, collection) -> None:
     assert async_workers.run(worker) == EXIT_OK
     assert worker.counts["completed"] == 1
     assert collection.count_documents({}) == 2
+
+
+# ------------------------------------------------------------------ what the worker reports
+
+
+def test_a_job_the_handler_settled_itself_is_reported_as_what_happened(
+    workers, producer, collection
+) -> None:
+    producer.put({"do": "error"}, priority=2)
+    producer.put({"do": "release"}, priority=1)
+    producer.put({"do": "nothing"})
+    released: list[object] = []
+
+    def act(job) -> Any:
+        if job.payload["do"] == "error":
+            return job.error("the handler's own error")
+        if job.payload["do"] == "release" and not released:
+            released.append(job.id)
+            return job.release()
+        return None
+
+    async def act_async(job) -> None:
+        result = act(job)
+        if result is not None:
+            await result
+
+    worker = workers.worker(workers.pick(act, act_async), burst=True, max_attempts=1)
+    assert workers.run(worker) == EXIT_OK
+    # error -> failed; release -> released, then delivered again and completed; nothing -> completed
+    assert worker.counts == {"completed": 2, "failed": 1, "abandoned": 0, "released": 1, "lost": 0}
+    (left,) = collection.find()
+    assert left["last_error"] == "the handler's own error"
+
+
+def test_a_job_whose_lease_was_taken_over_while_it_ran_is_reported_lost(
+    workers, producer, collection, caplog
+) -> None:
+    job_id = producer.put({"n": 1})
+    release = threading.Event()
+    worker = workers.worker(workers.waiting(release), timeout=3, heartbeat=0.2)
+    with caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
+        runner = workers.start(worker)
+        try:
+            wait_for(lambda: _held(collection))
+            # What a consumer that outlived a SIGSTOP sees: another claim took the job.
+            collection.update_one(
+                {"_id": job_id}, {"$set": {"lease_token": "rival-token", "locked_by": "rival"}}
+            )
+            wait_for(lambda: "heartbeat: cannot extend the lease" in caplog.text)
+            release.set()
+            wait_for(lambda: worker.counts["lost"] == 1)
+        finally:
+            release.set()
+            worker.stop()
+            runner.join()
+    assert worker.counts["completed"] == 0
+    assert collection.find_one({"_id": job_id})["locked_by"] == "rival"
+
+
+def test_burst_exits_when_nothing_is_due_for_it(workers, producer, collection) -> None:
+    producer.put({"n": "later"}, delay=600)
+    producer.put({"n": "now"})
+    other = MongoQueue(collection, "other-worker", timeout=600)
+    producer.put({"n": "held by another worker"}, priority=5)
+    assert other.next().payload["n"] == "held by another worker"
+    worker = workers.worker(workers.handler(lambda job: None), burst=True)
+    runner = workers.start(worker)
+    assert runner.join(timeout=20) == EXIT_OK
+    assert worker.counts["completed"] == 1
+    assert collection.count_documents({}) == 2  # the delayed job and the other worker's
