@@ -140,7 +140,12 @@ def test_heartbeats_survive_server_errors_and_no_job_runs_twice(
 
     handler = workers.pick(lambda job: (body(job), time.sleep(5)), _async_sleeper(body, 5))
     worker = workers.worker(
-        handler, timeout=3, heartbeat=0.5, concurrency=2, uri=proxy.uri(heartbeatFrequencyMS="500"), burst=True
+        handler,
+        timeout=3,
+        heartbeat=0.5,
+        concurrency=2,
+        uri=proxy.uri(heartbeatFrequencyMS="500"),
+        burst=True,
     )
     competitor = threading.Thread(target=compete, daemon=True)
     started = time.monotonic()
@@ -180,7 +185,12 @@ def test_the_hard_limit_is_enforced_while_server_errors_go_on(
     job_id = producer.put({"n": 1})
     handler = workers.pick(lambda job: time.sleep(4), _async_sleeper(lambda job: None, 4))
     worker = workers.worker(
-        handler, timeout=3, heartbeat=0.5, hard_limit=2.0, uri=proxy.uri(heartbeatFrequencyMS="500"), burst=True
+        handler,
+        timeout=3,
+        heartbeat=0.5,
+        hard_limit=2.0,
+        uri=proxy.uri(heartbeatFrequencyMS="500"),
+        burst=True,
     )
     with Injector(proxy), caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
         code = workers.run(worker)
@@ -198,5 +208,60 @@ def _async_sleeper(body: Any, seconds: float) -> Any:
     async def handle(job: Any) -> None:
         body(job)
         await asyncio.sleep(seconds)
+
+    return handle
+
+
+def test_a_job_finished_during_an_outage_is_completed_when_the_server_returns(
+    workers, collection, proxy, caplog
+) -> None:
+    """The handler returns during an 8 s outage; the worker keeps trying to complete the
+    job while its lease lasts, and completes it when the server is back: it runs once."""
+    producer = MongoQueue(collection, "producer")
+    job_id = producer.put({"n": 1})
+    release = threading.Event()
+    runs: list[Any] = []
+
+    def record(job: Any) -> None:
+        runs.append(job.id)
+
+    handler = workers.pick(
+        lambda job: (record(job), release.wait(30)), _async_waiter(record, release)
+    )
+    worker = workers.worker(
+        handler,
+        timeout=20,
+        max_attempts=1,
+        uri=proxy.uri(serverSelectionTimeoutMS="1000", heartbeatFrequencyMS="500"),
+    )
+    with caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
+        runner = workers.start(worker)
+        try:
+            wait_for(lambda: runs)
+            proxy.refuse = True
+            proxy.cut()
+            release.set()  # the handler returns while the server cannot be reached
+            down = time.monotonic()
+            wait_for(lambda: "could not record it as completed" in caplog.text, timeout=15)
+            time.sleep(max(0.0, 8.0 - (time.monotonic() - down)))  # the outage lasts 8 s
+            proxy.refuse = False
+            wait_for(lambda: worker.counts["completed"] == 1, timeout=20)
+        finally:
+            release.set()
+            proxy.refuse = False
+            worker.stop()
+            runner.join(timeout=30)
+    assert runs == [job_id]
+    assert collection.count_documents({}) == 0
+    assert worker.counts["lost"] == 0
+
+
+def _async_waiter(body: Any, event: threading.Event) -> Any:
+    import asyncio
+
+    async def handle(job: Any) -> None:
+        body(job)
+        while not event.is_set():
+            await asyncio.sleep(0.02)
 
     return handle
