@@ -19,8 +19,8 @@ module:function``):
 Exit codes of :meth:`Worker.run` (and of ``mongoqueue worker``):
 
 ====  ============================================================================
-0     stopped as asked (signal, :meth:`Worker.stop`, or ``burst`` and the queue
-      is empty); running jobs finished or were released
+0     stopped as asked (signal, :meth:`Worker.stop`, or ``burst`` and no job is
+      due for it); running jobs finished or were released
 1     the worker failed with an unexpected error (logged); jobs were released
 2     bad usage: invalid arguments, handler not importable (the CLI)
 3     MongoDB could not be reached at start
@@ -99,8 +99,9 @@ class Worker(WorkerCore):
     between lease extensions (default: a third of the queue's timeout).
     ``hard_limit``: seconds after which a handler is abandoned and its job
     recorded as failed (default: no limit). ``grace``: seconds a shutdown waits
-    for running jobs before releasing them. ``burst``: exit once the queue has
-    no waiting, delayed or running job. ``idle_wait``: longest single wait for a
+    for running jobs before releasing them. ``burst``: exit once no job is due
+    for this worker and none of its own runs (delayed jobs and other workers'
+    running jobs do not keep it alive). ``idle_wait``: longest single wait for a
     job, which bounds how long a stop request takes to be noticed.
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
     (only possible from the main thread). ``observer``: called with ``(job,
