@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
+from ._signals import attach
 from ._worker_core import (
     EXIT_ERROR,
     EXIT_OK,
@@ -452,37 +450,20 @@ class AsyncWorker(WorkerCore):
             await asyncio.wait(set(self._abandoning))
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        """Join the process's signal registry: one signal stops every worker of it.
+
+        The handler runs in the main thread between two steps of whatever runs
+        there; it wakes this worker's loop with ``call_soon_threadsafe``.
+        """
+        if not self.handle_signals:
             return lambda: None
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        try:
-            for sig in signals:
-                loop.add_signal_handler(sig, self._signal_received, sig)
-            native = True
-        except NotImplementedError:  # event loops without add_signal_handler (Windows)
-            native = False
-            for sig in signals:
-                signal.signal(
-                    sig,
-                    lambda signum, frame: loop.call_soon_threadsafe(self._signal_received, signum),
-                )
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                if native:
-                    loop.remove_signal_handler(sig)
-                if handler is not None:
-                    signal.signal(sig, handler)
-
-        return restore
-
-    def _signal_received(self, signum: int) -> None:
-        code = self._on_signal(signum, self._stopping.is_set())
-        if code is not None:
-            os._exit(code)
-        self.stop()
+        return attach(
+            id(self),
+            lambda: loop.call_soon_threadsafe(self._request_stop),
+            self._on_signal,
+            repr(self),
+        )
 
 
 def _uncancel() -> None:

@@ -36,14 +36,12 @@ log messages) lives in :mod:`mongoqueue._worker_core`.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
+from ._signals import attach
 from ._worker_core import (
     EXIT_ERROR,
     EXIT_OK,
@@ -322,21 +320,7 @@ class Worker(WorkerCore):
             self._finished(running)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        """Join the process's signal registry: one signal stops every worker of it."""
+        if not self.handle_signals:
             return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            code = self._on_signal(signum, self._stopping.is_set())
-            if code is not None:
-                os._exit(code)
-            self.stop()
-
-        for sig in previous:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return attach(id(self), self.stop, self._on_signal, repr(self))
