@@ -2,7 +2,9 @@
 
 Workers register with :data:`registry` while they run. The first registration
 made from the main thread installs the handler (only the main thread may);
-the last worker to leave restores the handlers that were there before. The
+the last worker to leave restores the handlers that were there before (when it
+leaves from another thread, the handler stays and passes signals on to the
+previous one). The
 first signal asks every registered worker to stop (each lets its running jobs
 finish within its grace period); a second one exits the process at once
 (``128 + signal``), the leases of its jobs expiring so they are delivered again.
@@ -48,8 +50,16 @@ class SignalRegistry:
     def register(self, key: int, stop: Callable[[], object], on_signal: OnSignal) -> bool:
         """Add a worker; True when signals will stop it (the handler is installed)."""
         with self._lock:
+            main = threading.current_thread() is threading.main_thread()
+            if (
+                main
+                and self._previous is not None
+                and not self._workers
+                and any(signal.getsignal(sig) != self._handle for sig in SIGNALS)
+            ):
+                self._previous = None  # replaced by someone since: install afresh
             if self._previous is None:
-                if threading.current_thread() is not threading.main_thread():
+                if not main:
                     return False
                 self._previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
                 for sig in SIGNALS:
@@ -62,12 +72,24 @@ class SignalRegistry:
         """Remove a worker; the last one out restores the previous handlers (main thread)."""
         with self._lock:
             self._workers.pop(key, None)
+            if not self._workers:
+                self._stopping = False  # the next workers start afresh
+            self.restore_if_idle()
+
+    def restore_if_idle(self) -> None:
+        """Put the previous handlers back if no worker is registered (main thread only).
+
+        When the last worker ends in another thread, the handler stays installed but
+        passes each signal on to the previous handler, until the main thread calls this.
+        """
+        with self._lock:
             if self._workers or self._previous is None:
                 return
             if threading.current_thread() is not threading.main_thread():
-                return  # only the main thread may; the handler passes signals on meanwhile
+                return
             for sig, handler in self._previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+                if signal.getsignal(sig) == self._handle:  # else someone replaced ours
+                    signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             self._previous = None
             self._stopping = False
 
@@ -75,7 +97,7 @@ class SignalRegistry:
         with self._lock:
             workers = list(self._workers.values())
             stopping = self._stopping
-            self._stopping = True
+            self._stopping = bool(workers)
             previous = (self._previous or {}).get(signum)
         if not workers:
             self._pass_on(signum, frame, previous)
