@@ -44,7 +44,10 @@ def test_delayed_job_is_not_delivered_early(run_cli, start_worker, collection, l
 def test_backoff_schedule(start_worker, collection, log) -> None:
     policy = RetryPolicy(initial=0.5, multiplier=2, maximum=60, jitter=False)
     MongoQueue(collection, "producer").put({"n": 1}, max_attempts=3, retry=policy)
-    worker = start_worker("fail", "--burst")
+    # Not --burst: burst exits as soon as nothing is due, i.e. during the first backoff.
+    worker = start_worker("fail")
+    wait_for(lambda: collection.find_one({"state": "failed"}), timeout=30)
+    worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     claims = [run["locked_at"] for run in log.find().sort("_id", 1)]
     assert len(claims) == 3
