@@ -67,6 +67,7 @@ def _job_write(body: Mapping[str, Any]) -> bool:
 
 @pytest.fixture
 def proxy(mongodb_uri: str) -> Iterator[ChaosProxy]:
+    """Requested before ``workers``, so the workers' clients close while it still runs."""
     ((host, port),) = uri_parser.parse_uri(mongodb_uri)["nodelist"]
     if host not in ("127.0.0.1", "localhost"):
         pytest.fail(f"the proxy forwards to 127.0.0.1 only, got {host}")
@@ -117,7 +118,7 @@ def _figures(**figures: Any) -> None:
 
 
 def test_heartbeats_survive_server_errors_and_no_job_runs_twice(
-    workers, collection, proxy, caplog
+    proxy, workers, collection, caplog
 ) -> None:
     """5 s jobs on a 3 s lease, heartbeats answered with server errors in turn:
     each job runs once, and a rival consumer never gets one."""
@@ -179,7 +180,7 @@ def test_heartbeats_survive_server_errors_and_no_job_runs_twice(
 
 
 def test_the_hard_limit_is_enforced_while_server_errors_go_on(
-    workers, collection, proxy, caplog
+    proxy, workers, collection, caplog
 ) -> None:
     producer = MongoQueue(collection, "producer")
     job_id = producer.put({"n": 1})
@@ -213,7 +214,7 @@ def _async_sleeper(body: Any, seconds: float) -> Any:
 
 
 def test_a_job_finished_during_an_outage_is_completed_when_the_server_returns(
-    workers, collection, proxy, caplog
+    proxy, workers, collection, caplog
 ) -> None:
     """The handler returns during an 8 s outage; the worker keeps trying to complete the
     job while its lease lasts, and completes it when the server is back: it runs once."""
