@@ -13,7 +13,8 @@ instead of threads:
   then its job gets the failed attempt ("abandoned: ... hard limit");
 * waits for work with ``next(wait=)``, so an idle worker is woken as soon as a
   job is put;
-* on SIGTERM or SIGINT (handlers installed on the running loop) stops claiming,
+* on SIGTERM or SIGINT (one handler for every worker of the process, see
+  :mod:`mongoqueue._signals`) stops claiming,
   lets the running jobs finish for up to ``grace`` seconds, then cancels the
   rest and releases their jobs (attempts unchanged); a second signal exits at
   once, and the leases of its jobs expire so they are delivered again;

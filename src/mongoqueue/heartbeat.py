@@ -7,7 +7,9 @@ while its worker is alive. If the worker dies, the heartbeats stop and the lease
 expires as usual.
 
 A handler still running after ``hard_limit`` seconds is *abandoned*: the
-heartbeat thread records a failed attempt on its job (``Job.error()``), so the
+heartbeat thread claims the job's settlement and a short-lived thread records a
+failed attempt on it (``Job.error()``, tried again after a transient error while
+the lease lasts, the heartbeats going on meanwhile), so the
 job comes back after its retry backoff (or fails at ``max_attempts``), and the
 worker frees the slot. Python cannot stop a thread, so the abandoned handler
 keeps running in the background until it returns; its result is discarded.
@@ -16,7 +18,8 @@ keeps running in the background until it returns; its result is discarded.
 Each job is *settled* once, by whoever comes first: the handler's thread
 (complete or error), the heartbeat thread (abandon), or shutdown (release).
 :class:`RunningJob` serialises that with a lock, and heartbeats take the same
-lock, so two threads never write one job at once. When a job is due for a
+lock, so two threads never write one job at once. No single failure stops the
+heartbeat thread: a failed pass is logged and the next one runs. When a job is due for a
 heartbeat or past its limit is decided in :mod:`mongoqueue._worker_core`,
 shared with the async worker.
 """
