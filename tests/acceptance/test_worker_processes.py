@@ -208,3 +208,27 @@ def test_a_coroutine_handler_runs_on_the_async_worker(start_worker, collection, 
     assert "in afail" in failed["last_error"]
     assert "RuntimeError: handler failed on purpose" in failed["last_error"]
     assert "failed after" in worker.text
+
+
+def test_a_worker_stopped_past_its_lease_reports_the_job_lost(
+    start_worker, collection, log
+) -> None:
+    """SIGSTOP a worker mid-job past its lease, let another consumer take and complete
+    the job, SIGCONT: the worker reports the job lost, not completed."""
+    job_id = MongoQueue(collection, "producer").put({"sleep": 5})  # outlives the stop
+    worker = start_worker("record", "--timeout", "1.5")
+    wait_for(lambda: log.find_one({"job_id": job_id}), timeout=30)
+    worker.process.send_signal(signal.SIGSTOP)
+    try:
+        rival = MongoQueue(collection, "rival", timeout=30)
+        taken = wait_for(rival.next, timeout=10)  # once the stopped worker's lease ends
+        assert taken.id == job_id
+        taken.complete()
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: "its lease was lost" in worker.text or "cannot" in worker.text, timeout=20)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.text
+    assert "'completed': 0" in worker.text, worker.text
+    assert "'lost': 1" in worker.text, worker.text
+    assert "completed in" not in worker.text
