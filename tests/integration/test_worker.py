@@ -475,7 +475,13 @@ def test_a_job_whose_lease_was_taken_over_while_it_ran_is_reported_lost(
 ) -> None:
     job_id = producer.put({"n": 1})
     release = threading.Event()
-    worker = workers.worker(workers.waiting(release), timeout=3, heartbeat=0.2)
+    heard: list[str] = []
+    worker = workers.worker(
+        workers.waiting(release),
+        timeout=3,
+        heartbeat=0.2,
+        observer=lambda job, outcome, seconds: heard.append(outcome),
+    )
     with caplog.at_level(logging.WARNING, logger="mongoqueue.worker"):
         runner = workers.start(worker)
         try:
@@ -492,6 +498,7 @@ def test_a_job_whose_lease_was_taken_over_while_it_ran_is_reported_lost(
             worker.stop()
             runner.join()
     assert worker.counts["completed"] == 0
+    assert heard == ["lost"]  # what metrics export as leases_lost, not jobs_completed
     assert collection.find_one({"_id": job_id})["locked_by"] == "rival"
 
 
