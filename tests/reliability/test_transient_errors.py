@@ -151,7 +151,8 @@ def test_heartbeats_survive_server_errors_and_no_job_runs_twice(
 ) -> None:
     """Jobs longer than their lease, heartbeats answered with server errors in turn
     (a 4 s job on a 1.5 s lease for the time limits; 7 s on 4 s for failovers, each of
-    which costs about a second of pymongo's rediscovery): each job runs once, and a rival consumer never gets one."""
+    which costs about a second of pymongo's rediscovery): each job runs once, and a
+    rival consumer never gets one."""
     errors, lease, beat, seconds, pause = CASES[case]
     producer = MongoQueue(collection, "producer")
     ids = producer.put_many([{"n": n} for n in range(2)])
