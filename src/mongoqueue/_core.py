@@ -439,12 +439,15 @@ class QueueCore:
         return; 0.7.2 returned the document found by its find-and-modify).
         """
         token = job._token
+        attempts = job.attempts
         job._update(doc)
         if doc.get("lease_token") == token:
             job._token = token
-        else:
+        else:  # error() (a failed attempt, counted) or release()
             job._token = None
             job._settled = "returned"
+            failed = doc.get("state") == "failed" or job.attempts > attempts
+            job._let_go = "failed" if failed else "released"
         return job.data
 
     @staticmethod
@@ -458,6 +461,12 @@ class QueueCore:
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
         """The error for a fenced operation that matched nothing; the handle lets go."""
         job._token = None
+        if current is None:
+            job._let_go = "gone"
+        elif isinstance(current.get("lease_token"), str) or current.get("state") == "failed":
+            job._let_go = "lost"
+        else:
+            job._let_go = "free"
         return LeaseLost(lease_lost_message(job.id, action, current))
 
     def _error_update(self, message: object) -> list[dict[str, Any]]:

@@ -555,7 +555,11 @@ def purge(all_jobs: bool, yes: bool) -> None:
 @click.option(
     "--retry-max", type=float, default=300.0, show_default=True, help="Longest backoff (seconds)."
 )
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Exit once no job is due (delayed and other workers' jobs do not count).",
+)
 @click.option("--consumer-id", help="This worker's name in the queue [default: host-pid].")
 @click.option(
     "--log-level",

@@ -35,7 +35,7 @@ from ._core import (
     QueueCore,
     check_queue_collection,
 )
-from .errors import MongoQueueError, driver_errors
+from .errors import MongoQueueError, OperationFailed, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
 from .status import JobStatus
@@ -272,7 +272,7 @@ class MongoQueue(QueueCore):
                         return self._wait_on_stream(deadline, own)
                     finally:
                         self._close_stream(own)
-            except pymongo.errors.OperationFailure as exc:
+            except OperationFailed as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False
