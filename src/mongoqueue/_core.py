@@ -429,6 +429,7 @@ class QueueCore:
     def _after_complete(job: JobData) -> dict[str, Any]:
         job._token = None
         job._settled = "complete"
+        job._let_go = None  # complete() lets go without a mark (see ``LetGo``)
         return job.data
 
     @staticmethod

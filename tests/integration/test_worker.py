@@ -468,7 +468,14 @@ def test_a_job_the_handler_settled_itself_is_reported_as_what_happened(
     worker = workers.worker(workers.pick(act, act_async), burst=True, max_attempts=1)
     assert workers.run(worker) == EXIT_OK
     # error -> failed; release -> released, then delivered again and completed; nothing -> completed
-    assert worker.counts == {"completed": 2, "failed": 1, "abandoned": 0, "released": 1, "lost": 0}
+    assert worker.counts == {
+        "completed": 2,
+        "retried": 0,
+        "failed": 1,
+        "abandoned": 0,
+        "released": 1,
+        "lost": 0,
+    }
     (left,) = collection.find()
     assert left["last_error"] == "the handler's own error"
 
