@@ -254,7 +254,7 @@ ATTEMPT_ERROR_CHARS = 2000
 
 
 def _attempt_entry(message: Doc) -> Doc:
-    """One ``attempts_log`` entry for the failed delivery being recorded (before ``$attempts+1``)."""
+    """One ``attempts_log`` entry for the failed delivery being recorded."""
     return {
         "attempt": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
         "at": "$$NOW",

@@ -42,4 +42,3 @@ def test_error_without_message_and_lease_expiry_are_logged(collection) -> None:
     assert [(e["attempt"], e["worker"]) for e in log] == [(1, "worker-a"), (2, "worker-a")]
     assert log[0]["error"] is None
     assert log[1]["error"] == "lease expired (held by worker-a)"
-

@@ -9,15 +9,24 @@ from bson import ObjectId
 
 from mongoqueue import InvalidArgument
 from mongoqueue import operations as ops
-from mongoqueue.dashboard.app import _local_path, job_state, parse_job_id
-from mongoqueue.dashboard.history import History, Sample, bar_chart, completions, line_chart
+from mongoqueue.dashboard import queries
+from mongoqueue.dashboard.app import _local_path, age, job_state, parse_job_id
+from mongoqueue.dashboard.charts import scale, time_chart
+from mongoqueue.dashboard.history import (
+    History,
+    Sample,
+    completions,
+    completions_per_minute,
+    depth_series,
+    rate_per_minute,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def counts(available: int = 0, delayed: int = 0, locked: int = 0, failed: int = 0) -> dict:
     total = available + delayed + locked + failed
-    return dict(available=available, delayed=delayed, locked=locked, expired=0, failed=failed,
+    return dict(waiting=available, delayed=delayed, running=locked, lease_expired=0, failed=failed,
                 total=total)  # fmt: skip
 
 
@@ -56,36 +65,117 @@ def test_history_keeps_the_window() -> None:
     assert history.samples("other") == []
 
 
-def test_bar_chart_places_rates_on_the_time_axis() -> None:
+T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+
+
+def test_completions_are_summed_into_wall_clock_minutes() -> None:
     samples = [
-        Sample(40.0, counts(available=12)),
-        Sample(50.0, counts(available=2)),  # 10 done in 10 s: 60/min
-        Sample(60.0, counts(available=0)),  # 2 done in 10 s: 12/min
+        Sample(0.0, counts(available=12), T0 + 40),
+        Sample(10.0, counts(available=2), T0 + 50),  # 10 done, in minute 00:00
+        Sample(20.0, counts(available=0), T0 + 60),  # 2 done, in minute 00:01
+        Sample(30.0, counts(available=0), T0 + 70),  # none
     ]
-    chart = bar_chart(samples, window=60, now=60, width=600, height=100)
-    assert chart.peak == 60
+    assert completions_per_minute(samples) == [(T0, 10), (T0 + 60, 2)]
+    # No extrapolation from short intervals: 12 jobs over 30 s is 24/min.
+    assert rate_per_minute(samples, 300) == 24
+    assert rate_per_minute(samples[:1], 300) is None
+    assert depth_series(samples)["waiting"][0] == (T0 + 40, 12.0)
+
+
+def test_value_axis_has_round_steps() -> None:
+    cases = {0: (1, 1), 1: (1, 1), 3: (1, 3), 5: (1, 5), 7: (2, 4), 10: (2, 5), 11: (5, 3),
+             240: (50, 5), 358.4: (100, 4), 1001: (500, 3)}  # fmt: skip
+    assert {peak: scale(peak) for peak in cases} == cases
+
+
+def test_time_chart_has_labelled_axes_and_bars_per_bucket() -> None:
+    chart = time_chart(
+        {"completed": [(T0, 10), (T0 + 60, 2)]},
+        T0 - 240,
+        T0 + 360,  # ten minutes
+        unit="completed",
+        bars="completed",
+        width=660,
+        height=134,
+    )
+    # Plot area: 600 px for 600 s, 100 px tall; the scale is 0 to 10 by 2.
+    assert (chart.left, chart.plot_width, chart.plot_height) == (48, 600, 100)
+    assert [t.label for t in chart.y_ticks] == ["0", "2", "4", "6", "8", "10"]
+    assert [t.label for t in chart.x_ticks] == [
+        "23:56",
+        "23:58",
+        "00:00",
+        "00:02",
+        "00:04",
+        "00:06",
+    ]
     first, second = chart.bars
-    assert (first.x, first.height, first.y) == (400, 100, 0)
-    assert (second.x, second.height) == (500, 20)
-    assert "10 completed" in first.label
-    assert bar_chart([], window=60, now=0).bars == []
+    assert (first.x, first.width, first.height) == (288, 59, 100)
+    assert (second.x, second.height) == (348, 20)
+    assert first.title == "00:00 UTC: 10 completed"
+    assert not chart.empty
+    assert time_chart({}, T0, T0 + 60, unit="jobs").empty
 
 
-def test_line_chart_has_one_line_per_state() -> None:
-    samples = [Sample(0.0, counts(available=4)), Sample(60.0, counts(failed=2))]
-    chart = line_chart(samples, window=60, now=60, width=600, height=100)
-    lines = dict(chart.lines)
-    assert chart.peak == 4
-    assert lines["available"] == "0.0,0.0 600.0,100.0"
-    assert lines["failed"] == "0.0,100.0 600.0,50.0"
+def test_time_chart_lines_one_per_series() -> None:
+    chart = time_chart(
+        {"waiting": [(T0, 4), (T0 + 60, 0)], "failed": [(T0, 0), (T0 + 60, 2)]},
+        T0,
+        T0 + 60,
+        unit="jobs",
+        width=660,
+        height=134,
+    )
+    lines = {line.name: line for line in chart.lines}
+    assert lines["waiting"].points == "48.0,10.0 648.0,110.0"  # scale 0 to 4
+    assert lines["failed"].points == "48.0,110.0 648.0,60.0"
+    assert lines["failed"].last == 2
 
 
-def test_job_state_as_stats_counts_it() -> None:
+def test_keyset_cursor_round_trip_and_filter() -> None:
+    oid = ObjectId()
+    doc = {"_id": oid, "priority": 3, "scheduled_at": NOW}
+    sort = [("priority", -1), ("scheduled_at", 1), ("_id", 1)]
+    cursor = queries.encode_cursor(doc, sort)
+    values = queries.decode_cursor(cursor, sort)
+    assert values == [3, NOW, oid]
+    assert queries._keyset(sort, values, True) == {"$or": [
+        {"priority": {"$lt": 3}},
+        {"priority": 3, "scheduled_at": {"$gt": NOW}},
+        {"priority": 3, "scheduled_at": NOW, "_id": {"$gt": oid}},
+    ]}  # fmt: skip
+    assert queries._keyset(sort, values, False)["$or"][0] == {"priority": {"$gt": 3}}
+    for bad in ("!!", "bm90IGpzb24", queries.encode_cursor(doc, sort[:1])):
+        with pytest.raises(queries.BadQuery):
+            queries.decode_cursor(bad, sort)
+
+
+def test_error_text_filter_is_an_escaped_bounded_regex() -> None:
+    query, sort = queries.job_filter(queries.Filters(state="failed", error="a.b("), NOW)
+    assert query == {"state": "failed", "last_error": {"$regex": r"a\.b\(", "$options": "i"}}
+    assert sort[0] == ("priority", -1)
+    with pytest.raises(queries.BadQuery, match="at most 200"):
+        queries.job_filter(queries.Filters(error="x" * 201), NOW)
+    with pytest.raises(queries.BadQuery, match="state must be one of"):
+        queries.job_filter(queries.Filters(state="done"), NOW)
+
+
+def test_age() -> None:
+    assert age(None, NOW) == "—"
+    assert age(NOW - timedelta(seconds=59), NOW) == "59 s"
+    assert age(NOW - timedelta(minutes=125), NOW) == "2 h 5 min"
+    assert age(NOW - timedelta(hours=49), NOW) == "2 d 1 h"
+
+
+def test_job_state_in_the_shared_vocabulary() -> None:
     base = {"state": "ready", "lease_token": None, "visible_at": NOW}
-    assert job_state(base, NOW) == "available"
-    assert job_state({**base, "visible_at": NOW + timedelta(seconds=1)}, NOW) == "delayed"
-    assert job_state({**base, "lease_token": "t"}, NOW) == "running"
+    later = NOW + timedelta(seconds=1)
+    assert job_state(base, NOW) == "waiting"
+    assert job_state({**base, "visible_at": later}, NOW) == "delayed"
+    assert job_state({**base, "lease_token": "t", "lease_expires_at": later}, NOW) == "running"
+    assert job_state({**base, "lease_token": "t", "lease_expires_at": NOW}, NOW) == "lease_expired"
     assert job_state({**base, "state": "failed"}, NOW) == "failed"
+    assert job_state({**base, "state": "completed"}, NOW) == "completed"
 
 
 def test_redirect_targets_stay_on_this_server() -> None:

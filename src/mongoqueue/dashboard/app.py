@@ -27,7 +27,6 @@ mount path (``root_path``).
 from __future__ import annotations
 
 import hmac
-import math
 import os
 import secrets
 import socket
@@ -65,16 +64,26 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import operations as ops
-from ..errors import DuplicateKeyConflict, MongoQueueError, driver_errors
+from ..errors import (
+    DuplicateKeyConflict,
+    InvalidArgument,
+    MongoQueueError,
+    QueueUnavailable,
+    driver_errors,
+)
 from ..httpauth import BasicAuth, TrustedProxy
 from ..metrics import DepthCollector
 from ..queue import MongoQueue
-from .history import History, Sampler, bar_chart, line_chart
+from . import queries
+from .charts import time_chart
+from .history import History, Sampler, completions_per_minute, depth_series, rate_per_minute
 
 __all__ = ["PAGE_SIZE", "Dashboard", "create_app", "find_queues", "is_queue"]
 
 #: Jobs per page of a list.
 PAGE_SIZE = 25
+#: Seconds over which the overview's completion rate is taken.
+RATE_WINDOW = 300.0
 JSON_OPTIONS = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True)
 TEMPLATES = Path(__file__).with_name("templates")
 SECURITY_HEADERS = {
@@ -122,13 +131,15 @@ def _utc(value: Any) -> datetime | None:
 
 
 def job_state(doc: dict[str, Any], now: datetime) -> str:
-    """available, delayed, running or failed, as ``stats()`` counts the job."""
-    if doc.get("state") == ops.FAILED:
-        return "failed"
+    """waiting, delayed, running, lease_expired (a running job), failed, completed or cancelled."""
+    stored = doc.get("state")
+    if stored in (ops.FAILED, *queries.KEPT_STATES):
+        return str(stored)
     if isinstance(doc.get("lease_token"), str):
-        return "running"
+        expires = _utc(doc.get("lease_expires_at"))
+        return "lease_expired" if expires is not None and expires <= now else "running"
     visible = _utc(doc.get("visible_at"))
-    return "delayed" if visible is not None and visible > now else "available"
+    return "delayed" if visible is not None and visible > now else "waiting"
 
 
 def to_json(value: Any, indent: int | None = 2) -> str:
@@ -148,6 +159,28 @@ def last_line(text: str | None) -> str:
 def when(value: Any) -> str:
     at = _utc(value)
     return "" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(value: Any, now: datetime) -> str:
+    """``3 min``, ``2 h 5 min``, ``4 d 1 h``; ``—`` for no time."""
+    at = _utc(value)
+    if at is None:
+        return "—"
+    seconds = max(0, int((now - at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
+def server_hosts(db: Database[Any]) -> str:
+    """The servers the client was given, as ``host:port, ...`` (for the server-down page)."""
+    hosts = db.client.topology_description.server_descriptions()
+    return ", ".join(f"{host}:{port}" for host, port in hosts) or "the configured server"
 
 
 # --------------------------------------------------------------------------- app
@@ -198,12 +231,16 @@ class Dashboard:
             return [self.queue(name) for name in find_queues(self.db)]
 
     def read_all(self) -> dict[str, dict[str, int]]:
-        return {queue.collection.name: queue.stats() for queue in self.all_queues()}
+        return {queue.collection.name: queries.counts(queue) for queue in self.all_queues()}
 
     def existing_queue(self, name: str) -> MongoQueue:
-        with driver_errors():
-            if not is_queue(self.db, name):
-                raise HTTPException(404, f"no queue named {name!r} in database {self.db.name!r}")
+        missing = HTTPException(404, f"no queue named {name!r} in database {self.db.name!r}")
+        try:
+            with driver_errors():
+                if not is_queue(self.db, name):
+                    raise missing
+        except (InvalidArgument, pymongo.errors.InvalidName):  # a name MongoDB refuses: no queue
+            raise missing from None
         return self.queue(name)
 
 
@@ -212,7 +249,7 @@ def _templates() -> Jinja2Templates:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    env.filters.update(json=to_json, short=short, last_line=last_line, when=when)
+    env.filters.update(json=to_json, short=short, last_line=last_line, when=when, age=age)
     return Jinja2Templates(env=env)
 
 
@@ -254,28 +291,48 @@ def create_app(
     def index(request: Request) -> Response:
         rows = []
         for queue in dash.all_queues():
-            with driver_errors():
-                rows.append((queue.collection.name, queue.stats()))
-        return render(request, "index.html", {"rows": rows})
+            name = queue.collection.name
+            rows.append(
+                {
+                    "name": name,
+                    "counts": queries.counts(queue),
+                    "rate": rate_per_minute(dash.history.samples(name), RATE_WINDOW),
+                    "oldest": queries.oldest_waiting(queue),
+                }
+            )
+        return render(
+            request,
+            "index.html",
+            {"rows": rows, "now": datetime.now(timezone.utc), "interval": dash.sampler.interval},
+        )
 
     def queue_page(request: Request) -> Response:
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
-        counts = queue.stats()
+        counts = queries.counts(queue)
         samples = dash.history.samples(name)
-        now = time.monotonic()
+        end = time.time()
+        start = end - dash.window
         return render(
             request,
             "queue.html",
             {
                 "name": name,
                 "counts": counts,
+                "oldest": queries.oldest_waiting(queue),
+                "now": datetime.now(timezone.utc),
                 "samples": len(samples),
                 "last_total": samples[-1].counts["total"] if samples else "",
                 "interval": dash.sampler.interval,
                 "window_minutes": round(dash.window / 60),
-                "bars": bar_chart(samples, dash.window, now),
-                "lines": line_chart(samples, dash.window, now),
+                "throughput": time_chart(
+                    {"completed": completions_per_minute(samples)},
+                    start,
+                    end,
+                    unit="completed",
+                    bars="completed",
+                ),
+                "depth": time_chart(depth_series(samples), start, end, unit="jobs"),
             },
         )
 
@@ -283,45 +340,48 @@ def create_app(
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
         params = request.query_params
-        state = params.get("state", "all")
-        if state not in ops.LIST_STATES:
-            raise HTTPException(400, f"state must be one of {', '.join(ops.LIST_STATES)}")
-        page = _int_param(params.get("page"), "page", default=1, minimum=1)
-        priority = _int_param(params.get("priority"), "priority", default=None)
-        key = params.get("key") or None
-        consumer = params.get("consumer") or None
-        now = queue._now()
-        query = ops.listing_filter(state, now, key=key, locked_by=consumer, priority=priority)
-        sort = [("_id", 1)] if state == "failed" else ops.CLAIM_SORT
-        with driver_errors():
-            docs = list(
-                queue.collection.find(query, sort=sort, skip=(page - 1) * PAGE_SIZE).limit(
-                    PAGE_SIZE + 1
-                )
-            )
-            total = queue.collection.count_documents(query)
-        more = len(docs) > PAGE_SIZE
-        docs = docs[:PAGE_SIZE]
-        filters = {"state": state, "key": key or "", "consumer": consumer or ""}
-        filters["priority"] = "" if priority is None else str(priority)
-        kept = {k: v for k, v in filters.items() if v}
+        filters = queries.Filters(
+            state=params.get("state") or "all",
+            task=params.get("task", "").strip(),
+            key=params.get("key", "").strip(),
+            error=params.get("error", "").strip(),
+            consumer=params.get("consumer", "").strip(),
+            priority=_int_param(params.get("priority"), "priority", default=None),
+        )
+        after, before = params.get("after") or None, params.get("before") or None
+        try:
+            page = queries.list_jobs(queue, filters, after=after, before=before, limit=PAGE_SIZE)
+        except queries.BadQuery as exc:
+            raise HTTPException(400, str(exc)) from None
+        counts = queries.counts(queue)
+        kept = filters.query()
 
-        def page_url(n: int) -> str:
-            return f"?{urlencode({**kept, 'page': n})}"
+        def url(**cursor: str) -> str:
+            return f"?{urlencode({**kept, **cursor})}"
 
+        order = {
+            "_id": "by id",
+            "lease_expires_at": "by lease deadline, soonest first",
+            "priority": "claim order: priority, then scheduled time",
+        }[page.sort[0][0]]
         return render(
             request,
             "jobs.html",
             {
                 "name": name,
-                "jobs": [(doc, job_state(doc, now)) for doc in docs],
-                "filters": filters,
-                "states": ops.LIST_STATES,
                 "page": page,
-                "pages": max(1, math.ceil(total / PAGE_SIZE)),
-                "total": total,
-                "prev_url": page_url(page - 1) if page > 1 else None,
-                "next_url": page_url(page + 1) if more else None,
+                "jobs": [(doc, job_state(doc, page.now)) for doc in page.jobs],
+                "filters": filters,
+                "states": queries.LIST_STATES,
+                "counts": counts,
+                "total": None if filters.narrowed() else counts.get(filters.state, counts["total"]),
+                "matching": page.matching,
+                "limit": queries.COUNT_LIMIT,
+                "order": order,
+                "first": (after is None and before is None) or page.prev_cursor is None,
+                "first_url": url(),
+                "prev_url": url(before=page.prev_cursor) if page.prev_cursor else None,
+                "next_url": url(after=page.next_cursor) if page.next_cursor else None,
             },
         )
 
@@ -332,9 +392,11 @@ def create_app(
         with driver_errors():
             doc = queue.collection.find_one({"_id": job_id})
         if doc is None:
-            raise HTTPException(404, f"no job {job_id} in {name} (completed, cancelled or purged)")
+            raise HTTPException(
+                404, f"no job {job_id} in {name}: completed and deleted, cancelled, or purged"
+            )
         now = queue._now()
-        expires = _utc(doc.get("lease_expires_at"))
+        state = job_state(doc, now)
         return render(
             request,
             "job.html",
@@ -342,9 +404,70 @@ def create_app(
                 "name": name,
                 "job": doc,
                 "job_id": str(job_id),
-                "state": job_state(doc, now),
-                "lease_expired": expires is not None and expires <= now,
+                "state": state,
+                "lease_expired": state == "lease_expired",
+                "kept": ops.ATTEMPTS_KEPT,
+                "error_chars": ops.ATTEMPT_ERROR_CHARS,
             },
+        )
+
+    # ---------------------------------------------------------------- confirmations
+
+    def confirm_page(
+        ask: Callable[[Request, MongoQueue], tuple[str, str, str]],
+    ) -> Callable[[Request], Response]:
+        """The GET of an action: a page asking to confirm it, whose form POSTs it."""
+
+        def endpoint(request: Request) -> Response:
+            if not dash.allow_actions:
+                raise HTTPException(
+                    403, "actions are off: start the dashboard with --allow-actions"
+                )
+            name = request.path_params["name"]
+            queue = dash.existing_queue(name)
+            question, consequence, button = ask(request, queue)
+            back = request.query_params.get("back", "")
+            if not _local_path(back):
+                back = f"{_root(request)}/queues/{name}"
+            return render(
+                request,
+                "confirm.html",
+                {
+                    "name": name,
+                    "question": question,
+                    "consequence": consequence,
+                    "button": button,
+                    "back": back,
+                },
+            )
+
+        return endpoint
+
+    def ask_purge(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        failed = queries.counts(queue)["failed"]
+        return (
+            f"Purge {_jobs(failed)}?",
+            f"This deletes every failed job of {queue.collection.name} ({failed} now, and any that "
+            "fail before you confirm) with its payload and error. It cannot be undone.",
+            f"Yes, delete {_jobs(failed)}",
+        )
+
+    def ask_requeue_all(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        failed = queries.counts(queue)["failed"]
+        return (
+            f"Requeue {_jobs(failed)}?",
+            f"Every failed job of {queue.collection.name} ({failed} now) goes back to waiting with "
+            "its attempt count reset to 0, and workers will run it again.",
+            f"Yes, requeue {_jobs(failed)}",
+        )
+
+    def ask_cancel(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        job_id = parse_job_id(request.path_params["job_id"])
+        return (
+            f"Cancel job {job_id}?",
+            "The job is deleted if it is still waiting or delayed; a running job is not touched. "
+            "It cannot be undone.",
+            "Yes, cancel this job",
         )
 
     def metrics(request: Request) -> Response:
@@ -373,7 +496,8 @@ def create_app(
             name = request.path_params["name"]
             queue = await run_in_threadpool(dash.existing_queue, name)
             message = await run_in_threadpool(work, request, queue)
-            request.session["flash"] = message
+            failed = message.startswith("not ")
+            request.session["flash"] = {"kind": "error" if failed else "ok", "text": message}
             back = form.get("back")
             default = f"{_root(request)}/queues/{name}"
             target = back if isinstance(back, str) and _local_path(back) else default
@@ -403,11 +527,13 @@ def create_app(
 
     # ---------------------------------------------------------------- errors
 
-    async def http_error(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception, title: str = "") -> Response:
         assert isinstance(exc, HTTPException)
+        titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed"}
+        title = title or f"{exc.status_code} {titles.get(exc.status_code, 'Error')}"
         response = HTMLResponse(
             templates.get_template("error.html").render(
-                status=exc.status_code, detail=exc.detail, root=_root(request)
+                status=exc.status_code, title=title, detail=exc.detail, root=_root(request)
             ),
             status_code=exc.status_code,
             headers=exc.headers,
@@ -416,7 +542,19 @@ def create_app(
         return response
 
     async def queue_error(request: Request, exc: Exception) -> Response:
-        return await http_error(request, HTTPException(503, f"MongoDB: {exc}"))
+        if isinstance(exc, (QueueUnavailable, pymongo.errors.ConnectionFailure)):
+            detail = (
+                f"The dashboard cannot reach MongoDB at {server_hosts(dash.db)}: "
+                "check that the server is running, then reload this page."
+            )
+            return await http_error(request, HTTPException(503, detail), "MongoDB is unreachable")
+        reason = (
+            exc.details.get("errmsg")
+            if isinstance(exc, pymongo.errors.OperationFailure) and exc.details
+            else None
+        )
+        detail = f"MongoDB refused the request: {last_line(reason or str(exc))}"
+        return await http_error(request, HTTPException(500, detail), "MongoDB error")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
@@ -433,9 +571,12 @@ def create_app(
         Route("/queues/{name}/jobs", jobs_page),
         Route("/queues/{name}/jobs/{job_id}", job_page),
         Route("/queues/{name}/requeue-failed", action(requeue_failed), methods=["POST"]),
+        Route("/queues/{name}/requeue-failed", confirm_page(ask_requeue_all), methods=["GET"]),
         Route("/queues/{name}/purge-failed", action(purge_failed), methods=["POST"]),
+        Route("/queues/{name}/purge-failed", confirm_page(ask_purge), methods=["GET"]),
         Route("/queues/{name}/jobs/{job_id}/requeue", action(requeue_one), methods=["POST"]),
         Route("/queues/{name}/jobs/{job_id}/cancel", action(cancel_one), methods=["POST"]),
+        Route("/queues/{name}/jobs/{job_id}/cancel", confirm_page(ask_cancel), methods=["GET"]),
     ]
     middleware = [] if auth is None else [_auth_middleware(auth)]
     app = Starlette(

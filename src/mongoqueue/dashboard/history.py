@@ -13,33 +13,38 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BarChart", "History", "LineChart", "Sample", "Sampler", "bar_chart", "completions"]
+__all__ = [
+    "History",
+    "Sample",
+    "Sampler",
+    "completions",
+    "completions_per_minute",
+    "depth_series",
+    "rate_per_minute",
+]
 
 log = logging.getLogger("mongoqueue.dashboard")
 
-#: The states drawn on the depth chart, with the ``stats()`` key each comes from.
-DEPTH_SERIES = (
-    ("available", "available"),
-    ("delayed", "delayed"),
-    ("running", "locked"),
-    ("failed", "failed"),
-)
+#: The states drawn on the depth chart (keys of :func:`mongoqueue.dashboard.queries.counts`).
+DEPTH_SERIES = ("waiting", "delayed", "running", "failed")
 
 
 @dataclass(frozen=True)
 class Sample:
     at: float  # time.monotonic() of the dashboard process
     counts: Mapping[str, int]
+    wall: float = 0.0  # time.time() when taken: for the charts' clock labels only
 
 
 def _active(counts: Mapping[str, int]) -> int:
-    return counts["available"] + counts["delayed"] + counts["locked"]
+    return counts["waiting"] + counts["delayed"] + counts["running"]
 
 
 def completions(before: Sample, after: Sample) -> int:
@@ -70,9 +75,9 @@ class History:
 
 
 class Sampler:
-    """A daemon thread that samples ``stats()`` of every queue every ``interval`` seconds.
+    """A daemon thread that samples the counts of every queue every ``interval`` seconds.
 
-    ``read`` returns ``{queue name: stats}`` for the database's queues (one
+    ``read`` returns ``{queue name: counts}`` for the database's queues (one
     aggregation each); a failed read is logged and the next one tried later.
     """
 
@@ -94,9 +99,9 @@ class Sampler:
             self._thread.join(10)
 
     def sample_once(self) -> None:
-        at = time.monotonic()
+        at, wall = time.monotonic(), time.time()
         for name, counts in self._read().items():
-            self.history.add(name, Sample(at, dict(counts)))
+            self.history.add(name, Sample(at, dict(counts), wall))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -107,80 +112,38 @@ class Sampler:
             self._stop.wait(self.interval)
 
 
-# --------------------------------------------------------------------------- charts
+# --------------------------------------------------------------------------- series
+#
+# The charts take plain series ``{name: [(epoch seconds, value), ...]}``; these
+# turn samples into such series. Any other per-minute source (the workers'
+# events) can be drawn the same way.
 
 
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    label: str
-
-
-@dataclass(frozen=True)
-class BarChart:
-    width: int
-    height: int
-    bars: list[Bar]
-    peak: float  # the value of a full-height bar, per minute
-
-
-@dataclass(frozen=True)
-class LineChart:
-    width: int
-    height: int
-    lines: list[tuple[str, str]]  # (state, SVG points)
-    peak: int
-
-
-def bar_chart(
-    samples: Sequence[Sample], window: float, now: float, width: int = 600, height: int = 120
-) -> BarChart:
-    """Completions per minute (lower bound) between consecutive samples, placed on a time axis.
-
-    The x axis spans ``window`` seconds ending at ``now``; each bar covers the
-    interval between two samples and its height is the rate over it.
-    """
-    rates: list[tuple[float, float, float, int]] = []
+def completions_per_minute(samples: Sequence[Sample]) -> list[tuple[float, float]]:
+    """Completions (lower bound) summed into wall-clock minutes: ``[(minute start, jobs)]``."""
+    buckets: dict[float, float] = {}
     for before, after in itertools.pairwise(samples):
-        seconds = after.at - before.at
-        if seconds <= 0:
+        if after.at <= before.at:
             continue
-        done = completions(before, after)
-        rates.append((before.at, after.at, done * 60 / seconds, done))
-    peak = max((rate for *_, rate, _ in rates), default=0.0) or 1.0
-    bars = []
-    start = now - window
-    for t0, t1, rate, done in rates:
-        x0 = max(0.0, (t0 - start) / window * width)
-        x1 = max(x0, (t1 - start) / window * width)
-        h = rate / peak * height
-        bars.append(
-            Bar(
-                round(x0, 1),
-                round(height - h, 1),
-                round(max(x1 - x0 - 1, 1), 1),
-                round(h, 1),
-                f"{done} completed in {t1 - t0:.0f}s ({rate:.1f}/min), {now - t1:.0f}s ago",
-            )
-        )
-    return BarChart(width, height, bars, round(peak, 1))
+        minute = math.floor(after.wall / 60) * 60
+        buckets[minute] = buckets.get(minute, 0) + completions(before, after)
+    return sorted(buckets.items())
 
 
-def line_chart(
-    samples: Sequence[Sample], window: float, now: float, width: int = 600, height: int = 120
-) -> LineChart:
-    """Jobs by state over the window, one polyline per state in ``DEPTH_SERIES``."""
-    peak = max((s.counts[key] for s in samples for _, key in DEPTH_SERIES), default=0) or 1
-    start = now - window
-    lines = []
-    for state, key in DEPTH_SERIES:
-        points = " ".join(
-            f"{max(0.0, (s.at - start) / window * width):.1f},"
-            f"{height - s.counts[key] / peak * height:.1f}"
-            for s in samples
-        )
-        lines.append((state, points))
-    return LineChart(width, height, lines, peak)
+def rate_per_minute(samples: Sequence[Sample], seconds: float) -> float | None:
+    """Completions per minute (lower bound) over the last ``seconds``; None without two samples."""
+    if len(samples) < 2:
+        return None
+    last = samples[-1]
+    recent = [s for s in samples if s.at >= last.at - seconds]
+    if len(recent) < 2 or recent[-1].at <= recent[0].at:
+        return None
+    done = sum(completions(b, a) for b, a in itertools.pairwise(recent))
+    return done * 60 / (recent[-1].at - recent[0].at)
+
+
+def depth_series(samples: Sequence[Sample]) -> dict[str, list[tuple[float, float]]]:
+    """Jobs by state at each sample: one series per state of ``DEPTH_SERIES``."""
+    return {
+        state: [(s.wall, float(s.counts.get(state, 0))) for s in samples] for state in DEPTH_SERIES
+    }
