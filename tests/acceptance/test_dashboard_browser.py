@@ -22,10 +22,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from pymongo.collection import Collection
+from pymongo.uri_parser import parse_uri
 
 from mongoqueue import NO_BACKOFF, MongoQueue
 from tests.acceptance.conftest import ROOT, _env, cli_command
+from tests.acceptance.dashboard_tour import populate, tour
 from tests.helpers import wait_for
+from tests.reliability.proxy import ChaosProxy
 
 CHROMIUM = "/usr/bin/chromium"
 #: As root on a machine without internet: no sandbox, no GPU, no background requests.
@@ -99,9 +102,9 @@ def start_dashboard(
     """Start ``mongoqueue dashboard ARGS...``; returns its base URL once it answers."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> str:
+    def start(*args: str, uri: str = mongodb_uri) -> str:
         port = _free_port()
-        command = cli_command(mongodb_uri, collection, "dashboard", "--port", str(port), *args)
+        command = cli_command(uri, collection, "dashboard", "--port", str(port), *args)
         log = open(tmp_path / f"dashboard-{port}.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env=_env())  # fmt: skip
@@ -166,13 +169,13 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
 
     page.goto(url + "/")
     row = f'[data-queue="{name}"]'
-    assert count(page, "#queues", "available", row) == "4"
+    assert count(page, "#queues", "waiting", row) == "4"
     assert count(page, "#queues", "failed", row) == "0"
 
     # The sampler has seen the four jobs before they are processed.
     def sampled_total(expected: str) -> bool:
         page.goto(f"{url}/queues/{name}")
-        return page.locator("#throughput").get_attribute("data-last-total") == expected
+        return page.locator("#throughput-data").get_attribute("data-last-total") == expected
 
     wait_for(lambda: sampled_total("4"), timeout=30, interval=0.2)
 
@@ -186,13 +189,13 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
         job.complete()
 
     wait_for(lambda: sampled_total("1"), timeout=30, interval=0.2)
-    assert count(page, "#counts", "available") == "0"
+    assert count(page, "#counts", "waiting") == "0"
     assert count(page, "#counts", "failed") == "1"
     assert count(page, "#counts", "total") == "1"
-    # Each bar's tooltip says how many completed in its interval; no jobs were put
+    # Each bar's tooltip says how many completed in its minute; no jobs were put
     # meanwhile, so the lower bound is exact here: three in all.
     labels = [text or "" for text in page.locator("#throughput rect title").all_text_contents()]
-    assert sum(int(label.split(" completed")[0]) for label in labels) == 3
+    assert sum(int(label.split(": ")[1].split(" ")[0]) for label in labels) == 3
 
     # The failed list, then the job page: payload and error shown as text, never as HTML.
     page.click("a[href$='state=failed']")
@@ -215,7 +218,7 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
     page.click("#requeue")
     page.wait_for_selector("#flash")
     assert f"requeued job {bad}" in page.locator("#flash").inner_text()
-    assert page.locator("#job-state").inner_text() == "available"
+    assert page.locator("#job-state").inner_text() == "waiting"
     doc = collection.find_one({"_id": bad})
     assert doc["state"] == "ready"
     assert doc["attempts"] == 0
@@ -243,3 +246,33 @@ def test_actions_off_hide_the_buttons_and_refuse_posts(page, start_dashboard, co
     assert "actions are off" in page.locator("#detail").inner_text()
     assert forged_post(page, f"/queues/{name}/purge-failed", {}) == 403
     assert collection.find_one({"_id": bad})["state"] == "failed"
+
+
+def test_every_page(page, start_dashboard, collection) -> None:
+    ids = populate(collection)
+    url = start_dashboard("--allow-actions", "--sample-interval", "0.5")
+    seen: list[str] = []
+    tour(page, url, collection.name, ids, seen.append)
+    from tests.acceptance.dashboard_tour import PAGES
+
+    assert tuple(seen) == PAGES
+
+
+def test_server_down_page(page, start_dashboard, mongodb_uri, collection) -> None:
+    """MongoDB goes away under a running dashboard: one sentence, 503, then back."""
+    target = parse_uri(mongodb_uri)["nodelist"][0][1]
+    with ChaosProxy(target) as proxy:
+        MongoQueue(collection, "w").put({"n": 1})
+        url = start_dashboard(uri=proxy.uri(serverSelectionTimeoutMS="500"))
+        proxy.refuse = True
+        proxy.cut()
+        response = page.goto(url + "/")
+        assert response is not None
+        assert response.status == 503
+        assert page.locator("h1").inner_text() == "MongoDB is unreachable"
+        assert page.locator("#detail").inner_text() == (
+            f"The dashboard cannot reach MongoDB at 127.0.0.1:{proxy.port}: check that the "
+            "server is running, then reload this page."
+        )
+        proxy.refuse = False
+        wait_for(lambda: page.goto(url + "/").status == 200, timeout=30, interval=0.3)
