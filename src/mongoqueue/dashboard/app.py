@@ -362,7 +362,7 @@ def create_app(
         order = {
             "_id": "by id",
             "lease_expires_at": "by lease deadline, soonest first",
-            "priority": "claim order: priority, then scheduled time",
+            "priority": "priority, then scheduled time (the claim order)",
         }[page.sort[0][0]]
         return render(
             request,

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pymongo.errors
-from bson import json_util
+from bson import MaxKey, MinKey, json_util
 
 from .. import operations as ops
 from ..errors import driver_errors
@@ -256,6 +256,27 @@ def job_filter(filters: Filters, now: datetime) -> tuple[dict[str, Any], list[tu
     return query, sort
 
 
+_CLAIM_FIELDS = [name for name, _ in ops.CLAIM_INDEX.document["key"].items()]
+_LEASE_INDEX = ops.LEASE_INDEX.document["name"]
+_CLAIM_INDEX = ops.CLAIM_INDEX.document["name"]
+
+
+def _claim_bound(
+    state: str, values: list[Any] | None, *, start: bool, after: bool
+) -> dict[str, Any]:
+    """A ``min``/``max`` key of the claim index: a position inside one stored ``state``.
+
+    ``values`` (priority, scheduled_at, _id) is a job's place in the claim order; without
+    it the bound is the start or end of the state's section of the index.
+    """
+    if values is None:
+        # priority is descending in the index: MaxKey comes first, MinKey last.
+        rest = [MaxKey(), MinKey(), MinKey(), MinKey()] if start else [MinKey(), *[MaxKey()] * 3]
+    else:
+        rest = [*values, MaxKey() if after else MinKey()]  # past or before every visible_at
+    return dict(zip(_CLAIM_FIELDS, [state, *rest], strict=True))
+
+
 def list_jobs(
     queue: MongoQueue,
     filters: Filters,
@@ -269,13 +290,26 @@ def list_jobs(
     base, sort = job_filter(filters, now)
     forward = before is None
     cursor = after if forward else before
-    query = base
-    if cursor:
-        query = {"$and": [base, _keyset(sort, decode_cursor(cursor, sort), forward)]}
+    values = decode_cursor(cursor, sort) if cursor else None
     order = sort if forward else [(name, -direction) for name, direction in sort]
     page = Page([], now, sort=sort)
     options: dict[str, Any] = {}
-    if filters.error:
+    query = base
+    stored = base.get("state")
+    if filters.key:
+        # At most a few jobs carry a key: let the planner use the key index.
+        if values is not None:
+            query = {"$and": [base, _keyset(sort, values, forward)]}
+    elif sort[0][0] == "priority" and isinstance(stored, str):
+        # Claim order: the page is a range of the claim index, given as index bounds.
+        low = _claim_bound(stored, values if forward else None, start=True, after=True)
+        high = _claim_bound(stored, None if forward else values, start=False, after=False)
+        options.update(hint=_CLAIM_INDEX, min=low, max=high)
+    else:
+        if values is not None:
+            query = {"$and": [base, _keyset(sort, values, forward)]}
+        options["hint"] = _LEASE_INDEX if sort[0][0] == "lease_expires_at" else "_id_"
+    if filters.error or filters.task or filters.consumer:
         options["max_time_ms"] = ERROR_SEARCH_MS
     try:
         with driver_errors():
@@ -284,8 +318,9 @@ def list_jobs(
                 page.matching = queue.collection.count_documents(base, limit=COUNT_LIMIT + 1)
     except pymongo.errors.ExecutionTimeout:
         page.stopped = (
-            f"The error-text search stopped after {ERROR_SEARCH_MS / 1000:g} s of server time "
-            "without filling a page; narrow it with a state, task or key."
+            f"The search stopped after {ERROR_SEARCH_MS / 1000:g} s of server time without "
+            "filling a page (task, holder and error-text filters are not indexed); narrow it "
+            "with a state, key or priority."
         )
         return page
     more = len(docs) > limit
