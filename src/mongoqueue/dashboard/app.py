@@ -353,7 +353,6 @@ def create_app(
             page = queries.list_jobs(queue, filters, after=after, before=before, limit=PAGE_SIZE)
         except queries.BadQuery as exc:
             raise HTTPException(400, str(exc)) from None
-        counts = queries.counts(queue)
         kept = filters.query()
 
         def url(**cursor: str) -> str:
@@ -373,9 +372,8 @@ def create_app(
                 "jobs": [(doc, job_state(doc, page.now)) for doc in page.jobs],
                 "filters": filters,
                 "states": queries.LIST_STATES,
-                "counts": counts,
-                "total": None if filters.narrowed() else counts.get(filters.state, counts["total"]),
                 "matching": page.matching,
+                "narrowed": filters.narrowed(),
                 "limit": queries.COUNT_LIMIT,
                 "order": order,
                 "first": (after is None and before is None) or page.prev_cursor is None,

@@ -19,12 +19,18 @@ all                            ``_id``                                     ``_id
 =============================  ==========================================  =========================
 
 So page 1,000 costs what page 1 does. The cursor in the URL is the sort key of
-the last (or first) job shown.
+the last (or first) job shown. A claim-order page is sent as index bounds: the
+claim index is hinted and ``min``/``max`` give the range from the cursor to the end
+of the state's section, so the server starts the walk at the cursor. Running jobs
+(few: one per held lease) are sorted from the lease index; a key filter (at most a
+few jobs) is left to the planner, which has the key index.
 
 The error-text filter is a case-insensitive substring match on ``last_error``,
 which no index can serve: it examines the jobs of the chosen state in list order
 until it has a page, and is bounded by ``ERROR_SEARCH_MS`` of server time
-(``maxTimeMS``) per page; the page says so when the limit stops it.
+(``maxTimeMS``) per page; the page says so when the limit stops it. The task and
+holder filters are not indexed either and have the same bound. Counts stop at
+``COUNT_LIMIT + 1``.
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ KEPT_STATES = ("completed", "cancelled")
 ERROR_SEARCH_MS = 2000
 #: Longest error text one can search for.
 ERROR_TEXT_MAX = 200
-#: Beyond this many matches a filtered list says "more than".
+#: Beyond this many matches a list says "more than" (a count stops there: bounded cost).
 COUNT_LIMIT = 1000
 #: Priorities looked at to find the oldest waiting job (one indexed query each).
 PRIORITIES_LOOKED_AT = 50
@@ -179,7 +185,7 @@ class Page:
     now: datetime
     next_cursor: str | None = None  # "after" the last job shown
     prev_cursor: str | None = None  # "before" the first job shown
-    matching: int | None = None  # filtered lists: how many match, up to COUNT_LIMIT + 1
+    matching: int | None = None  # how many match, up to COUNT_LIMIT + 1 (None: not counted)
     stopped: str = ""  # why the list may be incomplete (error search time limit)
     sort: list[tuple[str, int]] = field(default_factory=list)
 
@@ -314,8 +320,11 @@ def list_jobs(
     try:
         with driver_errors():
             docs = list(queue.collection.find(query, sort=order, limit=limit + 1, **options))
-            if filters.narrowed() and not filters.error:
-                page.matching = queue.collection.count_documents(base, limit=COUNT_LIMIT + 1)
+            if not filters.error:
+                bounded = {"maxTimeMS": options["max_time_ms"]} if "max_time_ms" in options else {}
+                page.matching = queue.collection.count_documents(
+                    base, limit=COUNT_LIMIT + 1, **bounded
+                )
     except pymongo.errors.ExecutionTimeout:
         page.stopped = (
             f"The search stopped after {ERROR_SEARCH_MS / 1000:g} s of server time without "
