@@ -17,26 +17,55 @@ import time
 from typing import Any
 
 import pymongo
+from pymongo import monitoring
 
 from bench.measure import explain, fill, queue
 from mongoqueue.dashboard import queries
 from mongoqueue.embedded import EmbeddedServer
 
 PAGE = 25
+#: Fields of a sent command that belong to the session or the connection, not the query.
+ENVELOPE = {"$db", "lsid", "$clusterTime", "$readPreference", "txnNumber", "signature"}
 
 
-def row(label: str, database: Any, name: str, query: dict[str, Any], sort: list, skip: int = 0):
-    command: dict[str, Any] = {"find": name, "filter": query, "sort": dict(sort), "limit": PAGE + 1}
-    if skip:
-        command["skip"] = skip
-    plan = explain(database, [("find", command)])
+class Capture(monitoring.CommandListener):
+    """Keeps the ``find`` commands the client sent since the last ``clear()``."""
+
+    def __init__(self) -> None:
+        self.finds: list[dict[str, Any]] = []
+
+    def clear(self) -> None:
+        self.finds = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.finds.append({k: v for k, v in event.command.items() if k not in ENVELOPE})
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def row(label: str, database: Any, commands: list[dict[str, Any]], ms: float) -> None:
+    plans = [explain(database, [("find", command)]) for command in commands]
+    shapes = "; ".join(f"{' <- '.join(p.stages)} on {p.index or '-'}" for p in plans)
+    keys = sum(p.keys_examined or 0 for p in plans)
+    docs = sum(p.docs_examined or 0 for p in plans)
+    print(f"| {label} | {len(plans)} | {shapes} | {keys} | {docs} | {ms:.1f} ms |")
+
+
+def listed(
+    label: str, database: Any, capture: Capture, q: Any, filters: Any, after: str | None = None
+) -> queries.Page:
+    """Run the dashboard's own list query, then explain the exact find it sent."""
+    capture.clear()
     started = time.perf_counter()
-    list(database[name].find(query, sort=sort, skip=skip, limit=PAGE + 1))
+    page = queries.list_jobs(q, filters, after=after, limit=PAGE)
     ms = (time.perf_counter() - started) * 1000
-    print(
-        f"| {label} | {' <- '.join(plan.stages)} | {plan.index or '-'} | {plan.keys_examined} "
-        f"| {plan.docs_examined} | {ms:.1f} ms |"
-    )
+    row(label, database, capture.finds, ms)
+    return page
 
 
 def main() -> None:
@@ -50,7 +79,8 @@ def main() -> None:
         server = EmbeddedServer(prefer_rust=True)
         uri = server.start()
     try:
-        database = pymongo.MongoClient(uri)["mongoqueue_bench_dashboard"]
+        capture = Capture()
+        database = pymongo.MongoClient(uri, event_listeners=[capture])["mongoqueue_bench_dashboard"]
         database.drop_collection("jobs")
         collection = database["jobs"]
         started = time.perf_counter()
@@ -62,21 +92,25 @@ def main() -> None:
             if n < 20:
                 job.error("boom")
         print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s\n")
-        print("| list | plan | index | keys examined | docs examined | time |")
+        print("| list (the dashboard's own finds, explained) | finds | plans | keys examined "
+              "| docs examined | time (with its count) |")  # fmt: skip
         print("|---|---|---|---|---|---|")
-        now = consumer._now()
         for state in ("waiting", "running", "failed", "all"):
-            query, sort = queries.job_filter(queries.Filters(state=state), now)
-            row(f"{state}, first page", database, "jobs", query, sort)
-        query, sort = queries.job_filter(queries.Filters(state="waiting"), now)
+            listed(f"{state}, first page", database, capture, consumer, queries.Filters(state))
+        waiting = queries.Filters("waiting")
+        query, sort = queries.job_filter(waiting, consumer._now())
         deep = args.jobs - 1000
         last = collection.find(query, sort=sort, skip=deep, limit=1, projection=dict(sort))[0]
-        cursor = queries.decode_cursor(queries.encode_cursor(last, sort), sort)
-        keyset = {"$and": [query, queries._keyset(sort, cursor, True)]}
-        row(f"waiting, keyset page after job {deep:,}", database, "jobs", keyset, sort)
-        row(f"waiting, skip({deep:,}) (not used)", database, "jobs", query, sort, skip=deep)
-        text = queries.job_filter(queries.Filters(state="failed", error="boom"), now)
-        row("failed, error text 'boom'", database, "jobs", *text)
+        cursor = queries.encode_cursor(last, sort)
+        label = f"waiting, keyset page after job {deep:,}"
+        listed(label, database, capture, consumer, waiting, after=cursor)
+        skipped = {"find": "jobs", "filter": query, "sort": dict(sort), "skip": deep, "limit": 26}
+        started = time.perf_counter()
+        list(collection.find(query, sort=sort, skip=deep, limit=PAGE + 1))
+        ms = (time.perf_counter() - started) * 1000
+        row(f"waiting, skip({deep:,}) (what page numbers would send)", database, [skipped], ms)
+        failed_boom = queries.Filters("failed", error="boom")
+        listed("failed, error text 'boom'", database, capture, consumer, failed_boom)
     finally:
         if server is not None:
             server.close()

@@ -190,21 +190,17 @@ def test_job_ids_from_urls() -> None:
     assert parse_job_id("my-id") == "my-id"
 
 
-def test_claim_order_pages_are_claim_index_bounds() -> None:
-    from bson import MaxKey, MinKey
-
+def test_a_page_after_a_cursor_is_three_simple_ranges_nearest_first() -> None:
     oid = ObjectId()
-    after = queries._claim_bound("ready", [3, NOW, oid], start=True, after=True)
-    # The index's own field order; MaxKey on visible_at puts the bound past the job itself.
-    assert list(after.items()) == [
-        ("state", "ready"), ("priority", 3), ("scheduled_at", NOW), ("_id", oid),
-        ("visible_at", MaxKey()),
-    ]  # fmt: skip
-    assert list(after) == list(ops.CLAIM_INDEX.document["key"])
-    before = queries._claim_bound("ready", [3, NOW, oid], start=False, after=False)
-    assert before["visible_at"] == MinKey()
-    # A state's whole section: priority is descending, so it starts at MaxKey.
-    start = queries._claim_bound("failed", None, start=True, after=True)
-    end = queries._claim_bound("failed", None, start=False, after=False)
-    assert list(start.values()) == ["failed", MaxKey(), MinKey(), MinKey(), MinKey()]
-    assert list(end.values()) == ["failed", MinKey(), MaxKey(), MaxKey(), MaxKey()]
+    sort = [("priority", -1), ("scheduled_at", 1), ("_id", 1)]
+    base = {"state": "failed"}
+    assert queries.keyset_queries(base, sort, None, True) == [base]
+    after = queries.keyset_queries(base, sort, [3, NOW, oid], True)
+    assert after == [
+        {"$and": [base, {"priority": 3, "scheduled_at": NOW, "_id": {"$gt": oid}}]},
+        {"$and": [base, {"priority": 3, "scheduled_at": {"$gt": NOW}}]},
+        {"$and": [base, {"priority": {"$lt": 3}}]},
+    ]
+    before = queries.keyset_queries(base, sort, [3, NOW, oid], False)
+    assert before[0]["$and"][1]["_id"] == {"$lt": oid}
+    assert before[2]["$and"][1] == {"priority": {"$gt": 3}}

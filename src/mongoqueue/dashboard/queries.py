@@ -19,11 +19,9 @@ all                            ``_id``                                     ``_id
 =============================  ==========================================  =========================
 
 So page 1,000 costs what page 1 does. The cursor in the URL is the sort key of
-the last (or first) job shown. A claim-order page is sent as index bounds: the
-claim index is hinted and ``min``/``max`` give the range from the cursor to the end
-of the state's section, so the server starts the walk at the cursor. Running jobs
-(few: one per held lease) are sorted from the lease index; a key filter (at most a
-few jobs) is left to the planner, which has the key index.
+the last (or first) job shown, and a page is at most three simple range queries
+that start the index walk at the cursor (see :func:`keyset_queries`). Running jobs
+(few: one per held lease) are sorted from the lease index.
 
 The error-text filter is a case-insensitive substring match on ``last_error``,
 which no index can serve: it examines the jobs of the chosen state in list order
@@ -43,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pymongo.errors
-from bson import MaxKey, MinKey, json_util
+from bson import json_util
 
 from .. import operations as ops
 from ..errors import driver_errors
@@ -262,25 +260,24 @@ def job_filter(filters: Filters, now: datetime) -> tuple[dict[str, Any], list[tu
     return query, sort
 
 
-_CLAIM_FIELDS = [name for name, _ in ops.CLAIM_INDEX.document["key"].items()]
 _LEASE_INDEX = ops.LEASE_INDEX.document["name"]
-_CLAIM_INDEX = ops.CLAIM_INDEX.document["name"]
 
 
-def _claim_bound(
-    state: str, values: list[Any] | None, *, start: bool, after: bool
-) -> dict[str, Any]:
-    """A ``min``/``max`` key of the claim index: a position inside one stored ``state``.
+def keyset_queries(
+    base: dict[str, Any], sort: list[tuple[str, int]], values: list[Any] | None, forward: bool
+) -> list[dict[str, Any]]:
+    """The finds of one page, run in turn until the page is full.
 
-    ``values`` (priority, scheduled_at, _id) is a job's place in the claim order; without
-    it the bound is the start or end of the state's section of the index.
+    Without a cursor, just ``base``. With one, the jobs after it in ``sort`` order
+    are split into simple ranges, nearest first: for the claim order, the rest of
+    the cursor's (priority, scheduled time) by ``_id``, then the rest of its priority
+    by scheduled time, then the lower priorities. Each is equalities followed by one
+    range on the next field of the index, so the server walks the index from the
+    cursor, not from the start (no ``$or``, whose planning varies, and no ``skip``).
     """
     if values is None:
-        # priority is descending in the index: MaxKey comes first, MinKey last.
-        rest = [MaxKey(), MinKey(), MinKey(), MinKey()] if start else [MinKey(), *[MaxKey()] * 3]
-    else:
-        rest = [*values, MaxKey() if after else MinKey()]  # past or before every visible_at
-    return dict(zip(_CLAIM_FIELDS, [state, *rest], strict=True))
+        return [base]
+    return [{"$and": [base, clause]} for clause in reversed(_keyset(sort, values, forward)["$or"])]
 
 
 def list_jobs(
@@ -300,26 +297,18 @@ def list_jobs(
     order = sort if forward else [(name, -direction) for name, direction in sort]
     page = Page([], now, sort=sort)
     options: dict[str, Any] = {}
-    query = base
-    stored = base.get("state")
-    if filters.key:
-        # At most a few jobs carry a key: let the planner use the key index.
-        if values is not None:
-            query = {"$and": [base, _keyset(sort, values, forward)]}
-    elif sort[0][0] == "priority" and isinstance(stored, str):
-        # Claim order: the page is a range of the claim index, given as index bounds.
-        low = _claim_bound(stored, values if forward else None, start=True, after=True)
-        high = _claim_bound(stored, None if forward else values, start=False, after=False)
-        options.update(hint=_CLAIM_INDEX, min=low, max=high)
-    else:
-        if values is not None:
-            query = {"$and": [base, _keyset(sort, values, forward)]}
-        options["hint"] = _LEASE_INDEX if sort[0][0] == "lease_expires_at" else "_id_"
+    if sort[0][0] == "lease_expires_at":
+        options["hint"] = _LEASE_INDEX  # held jobs only: a few, sorted after the walk
     if filters.error or filters.task or filters.consumer:
         options["max_time_ms"] = ERROR_SEARCH_MS
     try:
         with driver_errors():
-            docs = list(queue.collection.find(query, sort=order, limit=limit + 1, **options))
+            docs: list[dict[str, Any]] = []
+            for query in keyset_queries(base, sort, values, forward):
+                wanted = limit + 1 - len(docs)
+                docs += queue.collection.find(query, sort=order, limit=wanted, **options)
+                if len(docs) > limit:
+                    break
             if not filters.error:
                 bounded = {"maxTimeMS": options["max_time_ms"]} if "max_time_ms" in options else {}
                 page.matching = queue.collection.count_documents(
