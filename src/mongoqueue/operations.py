@@ -253,10 +253,16 @@ ATTEMPTS_KEPT = 10
 ATTEMPT_ERROR_CHARS = 2000
 
 
-def _attempt_entry(message: Doc) -> Doc:
-    """One ``attempts_log`` entry for the failed delivery being recorded."""
-    return {
-        "attempt": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+def attempts_log_append() -> Doc:
+    """``attempts_log`` with one more entry, keeping the last ``ATTEMPTS_KEPT``.
+
+    Used in the second stage of a failure, which sees the new ``attempts`` and
+    ``last_error`` of the first (so the message is sent once) and, within the
+    same ``$set``, the holder's ``locked_by`` before it is cleared.
+    """
+    message = "$last_error"
+    entry = {
+        "attempt": "$attempts",
         "at": "$$NOW",
         "worker": "$locked_by",
         "error": {
@@ -267,31 +273,25 @@ def _attempt_entry(message: Doc) -> Doc:
             ]
         },
     }
-
-
-def attempts_log_append(message: Doc) -> Doc:
-    """``attempts_log`` with one more entry, keeping the last ``ATTEMPTS_KEPT``."""
-    log = {"$concatArrays": [{"$ifNull": ["$attempts_log", []]}, [_attempt_entry(message)]]}
+    log = {"$concatArrays": [{"$ifNull": ["$attempts_log", []]}, [entry]]}
     return {"$slice": [log, -ATTEMPTS_KEPT]}
 
 
 def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -> tuple[Doc, Doc]:
     """The two ``$set`` stages that record one failed delivery.
 
-    The first adds one attempt, stores ``message`` and appends it (with the time
-    and the holder) to the bounded ``attempts_log``; the second (which sees the
-    new count) makes the job ``failed`` if it reached its max attempts, else ready
-    again once its backoff has passed, and drops the lease either way.
+    The first adds one attempt and stores ``message``; the second (which sees the
+    new count and message) appends them with the time and the holder to the
+    bounded ``attempts_log``, makes the job ``failed`` if it reached its max
+    attempts, else ready again once its backoff has passed, and drops the lease
+    either way.
     """
-    first = {
-        "attempts": {"$add": ["$attempts", 1]},
-        "last_error": message,
-        "attempts_log": attempts_log_append(message),
-    }
+    first = {"attempts": {"$add": ["$attempts", 1]}, "last_error": message}
     reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
     second = {
         "state": {"$cond": [reached_max, FAILED, READY]},
         "visible_at": _after_ms(backoff_ms(policy, jitter)),
+        "attempts_log": attempts_log_append(),
         **_NOT_HELD,
     }
     return first, second
