@@ -252,6 +252,8 @@ def from_driver(exc: pymongo.errors.PyMongoError) -> MongoQueueError:
         return PayloadTooLarge(
             f"the job document exceeds the server's maximum document size: {exc}"
         )
+    if isinstance(exc, pymongo.errors.InvalidName):  # refused by pymongo before sending
+        return InvalidArgument(f"invalid database or collection name: {exc}")
     code = exc.code if isinstance(exc, pymongo.errors.OperationFailure) else None
     if code == INVALID_NAMESPACE:
         details = getattr(exc, "details", None) or {}

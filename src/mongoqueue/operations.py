@@ -27,6 +27,10 @@ A job is one document::
     lease_expires_at  date|null  end of the current lease (equal to visible_at while held)
     progress          int|null   last progress() count
     last_error        str|null   message of the last failure
+    attempts_log      array      (optional) the last ATTEMPTS_KEPT failed deliveries, oldest
+                                 first: {attempt, at, worker, error}, each error cut to
+                                 ATTEMPT_ERROR_CHARS characters (written by error() and by
+                                 lease expiry; the dashboard's attempt history)
     created_at        date       when put() ran
 
 Kept jobs (the task layer; a raw ``complete()`` deletes the job instead)::
@@ -292,18 +296,51 @@ def _after_ms(ms: Doc | int) -> Doc:
     return {"$toDate": {"$add": [{"$toLong": "$$NOW"}, ms]}}
 
 
+#: Failed deliveries kept in a job's ``attempts_log`` (the oldest drop out).
+ATTEMPTS_KEPT = 10
+#: Characters of each failure's message kept in ``attempts_log`` (``last_error`` keeps all).
+ATTEMPT_ERROR_CHARS = 2000
+
+
+def attempts_log_append() -> Doc:
+    """``attempts_log`` with one more entry, keeping the last ``ATTEMPTS_KEPT``.
+
+    Used in the second stage of a failure, which sees the new ``attempts`` and
+    ``last_error`` of the first (so the message is sent once) and, within the
+    same ``$set``, the holder's ``locked_by`` before it is cleared.
+    """
+    message = "$last_error"
+    entry = {
+        "attempt": "$attempts",
+        "at": "$$NOW",
+        "worker": "$locked_by",
+        "error": {
+            "$cond": [
+                {"$eq": [{"$type": message}, "string"]},
+                {"$substrCP": [message, 0, ATTEMPT_ERROR_CHARS]},
+                None,
+            ]
+        },
+    }
+    log = {"$concatArrays": [{"$ifNull": ["$attempts_log", []]}, [entry]]}
+    return {"$slice": [log, -ATTEMPTS_KEPT]}
+
+
 def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -> tuple[Doc, Doc]:
     """The two ``$set`` stages that record one failed delivery.
 
     The first adds one attempt and stores ``message``; the second (which sees the
-    new count) makes the job ``failed`` if it reached its max attempts, else ready
-    again once its backoff has passed, and drops the lease either way.
+    new count and message) appends them with the time and the holder to the
+    bounded ``attempts_log``, makes the job ``failed`` if it reached its max
+    attempts, else ready again once its backoff has passed, and drops the lease
+    either way.
     """
     first = {"attempts": {"$add": ["$attempts", 1]}, "last_error": message}
     reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
     second = {
         "state": {"$cond": [reached_max, FAILED, READY]},
         "visible_at": _after_ms(backoff_ms(policy, jitter)),
+        "attempts_log": attempts_log_append(),
         **_NOT_HELD,
     }
     return first, second
