@@ -284,7 +284,10 @@ def saq_work(a: argparse.Namespace) -> None:
         q = Queue.from_url(a.url)
         await q.connect()
         w = Worker(
-            q, [("async_job", async_job)], concurrency=a.concurrency, burst=True,
+            q,
+            [("async_job", async_job)],
+            concurrency=a.concurrency,
+            burst=True,
             dequeue_timeout=0.05,
         )
         w.SIGNALS = []
