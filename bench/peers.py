@@ -624,8 +624,10 @@ def section(
         "(their start-up is inside the clock, as for everyone); the fork "
         "Worker forks a child per job. Handlers: a no-op, or `time.sleep(0.02)` / "
         "`asyncio.sleep(0.02)`.",
-        "- Idle polling set short where a system has the knob (arq `poll_delay=0.01`, "
-        "SAQ `dequeue_timeout=0.05`), defaults otherwise.",
+        "- Idle waits set short where a system has the knob (mongoqueue Worker and "
+        "AsyncWorker `idle_wait=0.05`, arq `poll_delay=0.01`, SAQ `dequeue_timeout=0.05`), "
+        "defaults otherwise: `mongoqueue worker` has no option for it and waits its 1 s "
+        "`idle_wait` before it sees the queue empty, inside its clock.",
         "- **bare pymongo**: the same claim (`find_one_and_update`, same filter, sort and "
         "index) and fenced `delete_one` that a mongoqueue job costs, in a loop per thread "
         "(bench/measure.py `RawConsumer`), on the same server: what the test server allows. "

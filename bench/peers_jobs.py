@@ -82,6 +82,9 @@ if _CLI_REPORT:
 
 DB = "mongoqueue_peers"
 TIMEOUT = 300  # lease seconds: none expires during a run
+#: How long an idle worker waits for a job before it checks whether the queue is
+#: empty (burst): short, like arq's poll_delay and SAQ's dequeue_timeout below.
+IDLE_WAIT = 0.05
 
 
 def _mq_collection(url: str) -> Any:
@@ -111,7 +114,9 @@ def mq_work(a: argparse.Namespace) -> None:
     from mongoqueue.worker import Worker
 
     q = MongoQueue(c, f"bench-{os.getpid()}", timeout=TIMEOUT)
-    Worker(q, mq_job, concurrency=a.concurrency, burst=True, handle_signals=False).run()
+    Worker(
+        q, mq_job, concurrency=a.concurrency, burst=True, handle_signals=False, idle_wait=IDLE_WAIT
+    ).run()
     report(start)
 
 
@@ -125,7 +130,12 @@ def mq_async_work(a: argparse.Namespace) -> None:
         client: Any = AsyncMongoClient(a.url)
         q = AsyncMongoQueue(client[DB]["jobs"], f"bench-{os.getpid()}", timeout=TIMEOUT)
         worker = AsyncWorker(
-            q, mq_async_job, concurrency=a.concurrency, burst=True, handle_signals=False
+            q,
+            mq_async_job,
+            concurrency=a.concurrency,
+            burst=True,
+            handle_signals=False,
+            idle_wait=IDLE_WAIT,
         )
         await worker.run()
         await client.close()
