@@ -335,7 +335,18 @@ def write_results(
     ]
     if kind != "uri":
         lines += [*SECANTUS_NOTES, ""]
+    lines += kept_peers_section(path)
     path.write_text("\n".join(lines))
+
+
+def kept_peers_section(path: Path) -> list[str]:
+    """The "Side by side with peers" section (bench/peers.py writes it): kept as it was."""
+    begin, end = "<!-- peers:begin -->", "<!-- peers:end -->"
+    text = path.read_text() if path.exists() else ""
+    if begin not in text or end not in text:
+        return []
+    block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+    return [block, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
