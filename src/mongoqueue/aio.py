@@ -149,6 +149,11 @@ class AsyncMongoQueue(QueueCore):
                 self._record_hello(reply, sent_at, time.monotonic(), first=sample == 0)
         return self._clock.now()
 
+    async def server_time(self) -> datetime:
+        """The server's current time as this queue estimates it (an upper bound, see
+        :mod:`mongoqueue.clock`): what schedules compute their ticks from."""
+        return await self._now()
+
     # ------------------------------------------------------------------ put
 
     async def put(

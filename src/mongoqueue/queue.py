@@ -143,6 +143,11 @@ class MongoQueue(QueueCore):
                 self._record_hello(reply, sent_at, time.monotonic(), first=sample == 0)
         return self._clock.now()
 
+    def server_time(self) -> datetime:
+        """The server's current time as this queue estimates it (an upper bound, see
+        :mod:`mongoqueue.clock`): what schedules compute their ticks from."""
+        return self._now()
+
     # ------------------------------------------------------------------ put
 
     def put(
