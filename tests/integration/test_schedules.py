@@ -209,3 +209,42 @@ def test_async_app_worker_runs_its_schedules(mongodb_uri: str, db: Database[dict
     assert len(times) == len(set(times)) >= 2
     done = db.default.find_one({"state": "completed"})
     assert done is not None and done["result"].startswith("x")
+
+
+def test_cli_and_dashboard_list_schedules(
+    mongodb_uri: str, db: Database[dict[str, Any]]
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from starlette.testclient import TestClient
+
+    from mongoqueue.cli import cli
+    from mongoqueue.dashboard import create_app
+
+    app = make_app(db)
+
+    @app.periodic(cron="0 3 * * *", timezone="Europe/Paris", id="nightly")
+    @app.task
+    def report() -> None: ...
+
+    scheduler = app.scheduler()
+    wait_for(lambda: bool(scheduler.tick()))
+    app.run_until_empty()
+    result = CliRunner().invoke(
+        cli, ["--uri", mongodb_uri, "--db", db.name, "schedules", "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.output)}
+    assert rows["beat"]["expression"] == "every 1s" and rows["beat"]["last_job_state"] == "completed"
+    assert rows["nightly"]["expression"] == "0 3 * * *"
+    assert rows["nightly"]["timezone"] == "Europe/Paris" and rows["nightly"]["last_job_id"] is None
+    assert rows["nightly"]["next_fire_time"].endswith(("01:00:00+00:00", "02:00:00+00:00"))
+    table = CliRunner(env={"COLUMNS": "250"}).invoke(
+        cli, ["--uri", mongodb_uri, "--db", db.name, "schedules"]
+    )
+    assert table.exit_code == 0 and "nightly" in table.output and "completed" in table.output
+    page = TestClient(create_app(db, sample_interval=60)).get("/schedules")
+    assert page.status_code == 200
+    assert 'data-schedule="nightly"' in page.text and "Europe/Paris" in page.text
+    assert 'data-state="completed"' in page.text
