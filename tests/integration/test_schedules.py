@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import uuid
@@ -70,7 +71,7 @@ def test_racing_schedulers_enqueue_each_tick_once(db: Database[dict[str, Any]]) 
             while time.monotonic() < stop:
                 schedulers[index].tick()
                 time.sleep(0.01)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(apps))]
@@ -83,10 +84,11 @@ def test_racing_schedulers_enqueue_each_tick_once(db: Database[dict[str, Any]]) 
     assert len(times) >= 3
     assert [t for t, n in Counter(times).items() if n > 1] == []
     # Consecutive seconds: none missed while the schedulers ran.
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(times, times[1:]))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(times))
     assert sum(s.fired for s in schedulers) == len(times)
     state = db[SCHEDULES_COLLECTION].find_one({"_id": "beat"})
-    assert state is not None and state["last_fire_time"] == times[-1].replace(tzinfo=None)
+    assert state is not None
+    assert state["last_fire_time"] == times[-1].replace(tzinfo=None)
 
 
 def test_a_tick_stays_fired_after_its_job_is_deleted(db: Database[dict[str, Any]]) -> None:
@@ -128,8 +130,10 @@ def test_two_deployments_disagreeing_never_double_a_tick(db: Database[dict[str, 
         a.tick()
         time.sleep(0.02)
     times = sorted(fire_times(db))
-    assert len(times) >= 3 and len(times) == len(set(times))
-    assert a.fired >= 1 and b.fired >= 1
+    assert len(times) >= 3
+    assert len(times) == len(set(times))
+    assert a.fired >= 1
+    assert b.fired >= 1
 
 
 def test_missed_latest_after_downtime_runs_once(db: Database[dict[str, Any]]) -> None:
@@ -174,7 +178,8 @@ def test_app_worker_runs_its_schedules(db: Database[dict[str, Any]]) -> None:
         worker.stop()
         thread.join(10)
     done = db.default.find_one({"state": "completed"})
-    assert done is not None and done["result"] == aware(done["payload"]["fire_time"]).isoformat()
+    assert done is not None
+    assert done["result"] == aware(done["payload"]["fire_time"]).isoformat()
     assert done["payload"]["kwargs"]["fire_time"] == done["payload"]["fire_time"]
 
 
@@ -184,7 +189,9 @@ def test_a_worker_of_other_queues_does_not_fire(db: Database[dict[str, Any]]) ->
     assert app.worker(handle_signals=False).scheduler is not None
 
 
-def test_async_app_worker_runs_its_schedules(mongodb_uri: str, db: Database[dict[str, Any]]) -> None:
+def test_async_app_worker_runs_its_schedules(
+    mongodb_uri: str, db: Database[dict[str, Any]]
+) -> None:
     async def main() -> None:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
         app = AsyncApp(client[db.name], retry=NO_BACKOFF)
@@ -208,12 +215,11 @@ def test_async_app_worker_runs_its_schedules(mongodb_uri: str, db: Database[dict
     times = fire_times(db)
     assert len(times) == len(set(times)) >= 2
     done = db.default.find_one({"state": "completed"})
-    assert done is not None and done["result"].startswith("x")
+    assert done is not None
+    assert done["result"].startswith("x")
 
 
-def test_cli_and_dashboard_list_schedules(
-    mongodb_uri: str, db: Database[dict[str, Any]]
-) -> None:
+def test_cli_and_dashboard_list_schedules(mongodb_uri: str, db: Database[dict[str, Any]]) -> None:
     import json
 
     from click.testing import CliRunner
@@ -236,15 +242,57 @@ def test_cli_and_dashboard_list_schedules(
     )
     assert result.exit_code == 0, result.output
     rows = {row["id"]: row for row in json.loads(result.output)}
-    assert rows["beat"]["expression"] == "every 1s" and rows["beat"]["last_job_state"] == "completed"
+    assert rows["beat"]["expression"] == "every 1s"
+    assert rows["beat"]["last_job_state"] == "completed"
     assert rows["nightly"]["expression"] == "0 3 * * *"
-    assert rows["nightly"]["timezone"] == "Europe/Paris" and rows["nightly"]["last_job_id"] is None
+    assert rows["nightly"]["timezone"] == "Europe/Paris"
+    assert rows["nightly"]["last_job_id"] is None
     assert rows["nightly"]["next_fire_time"].endswith(("01:00:00+00:00", "02:00:00+00:00"))
     table = CliRunner(env={"COLUMNS": "250"}).invoke(
         cli, ["--uri", mongodb_uri, "--db", db.name, "schedules"]
     )
-    assert table.exit_code == 0 and "nightly" in table.output and "completed" in table.output
+    assert table.exit_code == 0
+    assert "nightly" in table.output
+    assert "completed" in table.output
     page = TestClient(create_app(db, sample_interval=60)).get("/schedules")
     assert page.status_code == 200
-    assert 'data-schedule="nightly"' in page.text and "Europe/Paris" in page.text
+    assert 'data-schedule="nightly"' in page.text
+    assert "Europe/Paris" in page.text
     assert 'data-state="completed"' in page.text
+
+
+def test_a_worker_killed_inside_its_tick_transaction_does_not_stall_the_schedule(
+    mongodb_uri: str, db: Database[dict[str, Any]]
+) -> None:
+    # The dead worker: its transaction wrote the schedule's document and never ended
+    # (a SIGKILL); the server would hold that write for transactionLifetimeLimitSeconds.
+    from mongoqueue.tasks.schedules import SESSIONS_COLLECTION
+
+    app = make_app(db)
+    live = app.scheduler()
+    live.prepare()
+    dead_client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    session = dead_client.start_session()
+    try:
+        dead_client[db.name][SESSIONS_COLLECTION].update_one(
+            {"_id": "beat/dead-worker"},
+            {
+                "$set": {
+                    "schedule": "beat",
+                    "lsid": session.session_id,
+                    "at": datetime.now(timezone.utc) - timedelta(minutes=1),
+                }
+            },
+            upsert=True,
+        )
+        session.start_transaction()
+        dead_client[db.name][SCHEDULES_COLLECTION].update_one(
+            {"_id": "beat"}, {"$set": {"held": True}}, session=session
+        )
+        started = time.monotonic()
+        wait_for(lambda: bool(live.tick()), timeout=20)
+        # Freed by killSessions after STALL (3 s), not by the server's 60 s limit.
+        assert time.monotonic() - started < 15
+        assert db[SESSIONS_COLLECTION].count_documents({"_id": "beat/dead-worker"}) == 0
+    finally:
+        dead_client.close()

@@ -70,7 +70,8 @@ def test_dst_spring_forward_europe_paris(app: App) -> None:
     day = [hourly.next_after(at(2026, 3, 28, 23))]
     while day[-1] < at(2026, 3, 29, 22):
         day.append(hourly.next_after(day[-1]))
-    assert len(day) == 23 and len(set(day)) == 23
+    assert len(day) == 23
+    assert len(set(day)) == 23
 
 
 def test_dst_fall_back_europe_paris(app: App) -> None:
@@ -154,7 +155,8 @@ def test_payload_carries_schedule_tick_kwargs_and_fire_time(app: App) -> None:
     def plain() -> None: ...
 
     assert app.schedules["plain"].payload(tick)["kwargs"] == {}
-    assert refresh.name == "refresh" and callable(refresh)
+    assert refresh.name == "refresh"
+    assert callable(refresh)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +187,7 @@ def test_bad_declarations_fail_at_once(app: App, options: dict[str, Any], messag
 def test_periodic_goes_above_task_and_ids_are_unique(app: App) -> None:
     def bare() -> None: ...
 
-    with pytest.raises(InvalidArgumentType, match="goes above @app.task"):
+    with pytest.raises(InvalidArgumentType, match=r"goes above @app\.task"):
         app.periodic(every=60)(bare)
 
     @app.periodic(every=60)

@@ -32,10 +32,10 @@ from ..errors import InvalidArgumentType, driver_errors
 from ..retry import RetryPolicy
 from ..status import JobStatus
 from .aio_runner import AsyncQueueGroup, AsyncTaskRunner, run_until_empty_async
+from .aio_scheduler import AsyncAppWorker, AsyncScheduler
 from .app import DEFAULT_KEEP_RESULT, DEFAULT_MAX_PASSES, AppCore, task_codec_options
 from .registry import CallOptions, TaskDef
 from .results import wait_result_async
-from .aio_scheduler import AsyncAppWorker, AsyncScheduler
 from .runner import check_transactions
 
 __all__ = ["AsyncApp", "AsyncTask", "AsyncTaskHandle"]

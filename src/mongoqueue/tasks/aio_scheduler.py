@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,15 @@ import pymongo.errors
 from ..aio_worker import AsyncWorker
 from ..errors import MongoQueueError, driver_errors
 from . import schedules as sops
-from .scheduler import ERROR_PAUSE, MAX_PAUSE, MIN_PAUSE, pause_until, transactions_supported
+from .runner import has_label
+from .scheduler import (
+    ERROR_PAUSE,
+    MAX_PAUSE,
+    MIN_PAUSE,
+    RETRY_PAUSE,
+    pause_until,
+    transactions_supported,
+)
 from .schedules import Schedule, due_tick
 
 __all__ = ["AsyncAppWorker", "AsyncScheduler"]
@@ -34,6 +43,8 @@ class AsyncScheduler:
         self.schedules = schedules
         self._last: dict[str, Any] = {}
         self._transactions: bool | None = None
+        self._lost = False  # a tick was lost (raced, or not due yet on the server)
+        self._conflicts: dict[str, float] = {}  # schedule id -> first conflict (monotonic)
         self.fired = 0
 
     def __repr__(self) -> str:
@@ -47,6 +58,10 @@ class AsyncScheduler:
         return db.get_collection(
             sops.SCHEDULES_COLLECTION, codec_options=task_codec_options(db.codec_options)
         )
+
+    @property
+    def sessions(self) -> Any:
+        return self.app.db.get_collection(sops.SESSIONS_COLLECTION)
 
     async def prepare(self) -> None:
         with driver_errors():
@@ -74,6 +89,9 @@ class AsyncScheduler:
         return fired
 
     async def pause(self) -> float:
+        if self._lost:
+            self._lost = False
+            return RETRY_PAUSE
         ticks = []
         now = None
         for schedule in self.schedules:
@@ -105,6 +123,7 @@ class AsyncScheduler:
             return None
         job_id = await self._fire(schedule, tick)
         if job_id is None:
+            self._lost = True
             self._last.pop(schedule.id, None)
             return None
         self._last[schedule.id] = tick
@@ -118,11 +137,48 @@ class AsyncScheduler:
         client = self.app.db.client
         try:
             async with client.start_session() as session:
+                await self._record_session(schedule, session)
                 async with await session.start_transaction():
-                    return await self._advance_and_put(schedule, tick, session)
+                    job_id = await self._advance_and_put(schedule, tick, session)
+            self._conflicts.pop(schedule.id, None)
+            return job_id
         except (pymongo.errors.PyMongoError, MongoQueueError) as exc:
+            if has_label(exc, "TransientTransactionError"):
+                await self._on_conflict(schedule)
             log.debug("schedule %s tick %s not fired here: %s", schedule.id, tick, exc)
             return None
+
+    async def _record_session(self, schedule: Schedule, session: Any) -> None:
+        filter, update = sops.session_record(schedule.id, self.app.consumer_id, session.session_id)
+        with driver_errors():
+            await self.sessions.update_one(filter, update, upsert=True)
+
+    async def _on_conflict(self, schedule: Schedule) -> None:
+        """Write conflicts for ``STALL``: a worker killed in its transaction holds the
+        schedule's document; kill the sessions of workers that stopped attempting."""
+        first = self._conflicts.setdefault(schedule.id, time.monotonic())
+        if time.monotonic() - first < sops.STALL.total_seconds():
+            return
+        self._conflicts.pop(schedule.id, None)
+        try:
+            now = await self.app.queue(schedule.task.queue).server_time()
+            with driver_errors():
+                stale = await self.sessions.find(
+                    sops.stale_sessions_filter(schedule.id, self.app.consumer_id, now)
+                ).to_list()
+                if stale:
+                    await self.app.db.client.admin.command(
+                        "killSessions", [doc["lsid"] for doc in stale]
+                    )
+                    await self.sessions.delete_many({"_id": {"$in": [doc["_id"] for doc in stale]}})
+        except MongoQueueError as exc:
+            log.warning("schedule %s: could not kill stale sessions: %s", schedule.id, exc)
+            return
+        log.warning(
+            "schedule %s: killed %d stale session(s) holding it (a worker killed mid-tick)",
+            schedule.id,
+            len(stale),
+        )
 
     async def _advance_and_put(self, schedule: Schedule, tick: datetime, session: Any) -> Any:
         task = schedule.task
@@ -172,9 +228,7 @@ class AsyncScheduler:
 class AsyncAppWorker(AsyncWorker):
     """An :class:`~mongoqueue.AsyncWorker` of an AsyncApp that also fires its schedules."""
 
-    def __init__(
-        self, *args: Any, scheduler: AsyncScheduler | None = None, **options: Any
-    ) -> None:
+    def __init__(self, *args: Any, scheduler: AsyncScheduler | None = None, **options: Any) -> None:
         super().__init__(*args, **options)
         self.scheduler = scheduler
 

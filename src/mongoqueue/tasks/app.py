@@ -162,8 +162,8 @@ class AppCore:
         at most 60 s). Every worker serving the task's queue fires the schedule;
         each tick is enqueued once (see :mod:`mongoqueue.tasks.schedules`).
         """
-        options = {"cron": cron, "every": every, "timezone": timezone, "id": id}
-        options.update(kwargs=kwargs, missed=missed, grace=grace)
+        options: dict[str, Any] = {"cron": cron, "every": every, "timezone": timezone}
+        options.update(id=id, kwargs=kwargs, missed=missed, grace=grace)
 
         def register(task: T) -> T:
             definition = getattr(task, "definition", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ import pymongo.errors
 from ..errors import MongoQueueError, driver_errors
 from ..worker import Worker
 from . import schedules as sops
+from .runner import has_label
 from .schedules import Schedule, due_tick
 
 __all__ = ["AppWorker", "Scheduler"]
@@ -28,6 +30,9 @@ MAX_PAUSE = 1.0
 ERROR_PAUSE = 2.0
 #: Shortest pause: a tick the server did not see as due yet is tried again soon.
 MIN_PAUSE = 0.02
+#: Pause after a tick was lost: another worker fired it, or the server's clock had not
+#: reached it yet (this process's estimate runs ahead after a step back).
+RETRY_PAUSE = 0.1
 
 _UNKNOWN = object()
 
@@ -52,6 +57,8 @@ class Scheduler:
         self.schedules = schedules
         self._last: dict[str, Any] = {}
         self._transactions: bool | None = None
+        self._lost = False  # a tick was lost (raced, or not due yet on the server)
+        self._conflicts: dict[str, float] = {}  # schedule id -> first conflict (monotonic)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired = 0
@@ -67,6 +74,10 @@ class Scheduler:
         return db.get_collection(
             sops.SCHEDULES_COLLECTION, codec_options=task_codec_options(db.codec_options)
         )
+
+    @property
+    def sessions(self) -> Any:
+        return self.app.db.get_collection(sops.SESSIONS_COLLECTION)
 
     def prepare(self) -> None:
         """Indexes, transaction support, and each schedule declared (for the CLI)."""
@@ -97,6 +108,9 @@ class Scheduler:
 
     def pause(self) -> float:
         """Seconds until the next tick known here is due (at most ``MAX_PAUSE``)."""
+        if self._lost:
+            self._lost = False
+            return RETRY_PAUSE
         ticks = []
         now = None
         for schedule in self.schedules:
@@ -128,6 +142,7 @@ class Scheduler:
             return None
         job_id = self._fire(schedule, tick)
         if job_id is None:
+            self._lost = True
             self._last.pop(schedule.id, None)  # lost the race, or not due on the server yet
             return None
         self._last[schedule.id] = tick
@@ -143,13 +158,48 @@ class Scheduler:
         client = self.app.db.client
         try:
             with client.start_session() as session:
+                self._record_session(schedule, session)
                 with session.start_transaction():
-                    return self._advance_and_put(schedule, tick, session)
+                    job_id = self._advance_and_put(schedule, tick, session)
+            self._conflicts.pop(schedule.id, None)
+            return job_id
         except (pymongo.errors.PyMongoError, MongoQueueError) as exc:
+            if has_label(exc, "TransientTransactionError"):
+                self._on_conflict(schedule)
             # A write conflict with the worker that won, the tick's unique index, or an
             # unknown commit result: the schedule's document says which on the next read.
             log.debug("schedule %s tick %s not fired here: %s", schedule.id, tick, exc)
             return None
+
+    def _record_session(self, schedule: Schedule, session: Any) -> None:
+        filter, update = sops.session_record(schedule.id, self.app.consumer_id, session.session_id)
+        with driver_errors():
+            self.sessions.update_one(filter, update, upsert=True)
+
+    def _on_conflict(self, schedule: Schedule) -> None:
+        """Write conflicts for ``STALL``: a worker killed in its transaction holds the
+        schedule's document; kill the sessions of workers that stopped attempting."""
+        first = self._conflicts.setdefault(schedule.id, time.monotonic())
+        if time.monotonic() - first < sops.STALL.total_seconds():
+            return
+        self._conflicts.pop(schedule.id, None)
+        try:
+            now = self.app.queue(schedule.task.queue).server_time()
+            with driver_errors():
+                stale = self.sessions.find(
+                    sops.stale_sessions_filter(schedule.id, self.app.consumer_id, now)
+                ).to_list()
+                if stale:
+                    self.app.db.client.admin.command("killSessions", [doc["lsid"] for doc in stale])
+                    self.sessions.delete_many({"_id": {"$in": [doc["_id"] for doc in stale]}})
+        except MongoQueueError as exc:
+            log.warning("schedule %s: could not kill stale sessions: %s", schedule.id, exc)
+            return
+        log.warning(
+            "schedule %s: killed %d stale session(s) holding it (a worker killed mid-tick)",
+            schedule.id,
+            len(stale),
+        )
 
     def _advance_and_put(self, schedule: Schedule, tick: datetime, session: Any) -> Any:
         task = schedule.task

@@ -64,6 +64,8 @@ __all__ = [
     "MAX_GRACE",
     "MISSED_POLICIES",
     "SCHEDULES_COLLECTION",
+    "SESSIONS_COLLECTION",
+    "STALL",
     "Schedule",
     "advance_filter",
     "advance_update",
@@ -71,6 +73,8 @@ __all__ = [
     "due_tick",
     "job_id_update",
     "job_index",
+    "session_record",
+    "stale_sessions_filter",
 ]
 
 #: The collection (in the app's database) holding one document per schedule.
@@ -124,7 +128,9 @@ def parse_cron(expression: str, zone: ZoneInfo) -> None:
 
 def _zone(name: object) -> ZoneInfo:
     if not isinstance(name, str) or not name:
-        raise InvalidArgumentType(f"timezone must be an IANA name such as 'Europe/Paris', got {name!r}")
+        raise InvalidArgumentType(
+            f"timezone must be an IANA name such as 'Europe/Paris', got {name!r}"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -338,6 +344,33 @@ def job_id_update(job_id: Any) -> Doc:
     return {"$set": {"last_job_id": job_id}}
 
 
+#: Sessions of the workers' tick transactions, one document per (schedule, worker):
+#: a worker killed inside its transaction leaves the schedule's document locked until
+#: the server aborts it (``transactionLifetimeLimitSeconds``, 60 s); the others kill
+#: its session instead when they keep conflicting for ``STALL``.
+SESSIONS_COLLECTION = "mongoqueue_schedule_sessions"
+STALL = timedelta(seconds=3)
+
+
+def session_record(schedule_id: str, worker: str, lsid: Any) -> tuple[Doc, Doc]:
+    """Filter and update recording that ``worker`` is about to fire ``schedule_id``."""
+    return (
+        {"_id": f"{schedule_id}/{worker}"},
+        {"$set": {"schedule": schedule_id, "lsid": lsid}, "$currentDate": {"at": True}},
+    )
+
+
+def stale_sessions_filter(schedule_id: str, worker: str, server_now: datetime) -> Doc:
+    """Sessions of other workers that have not attempted a tick for ``STALL`` (on the
+    server's clock, as estimated): a live worker records its session before every
+    attempt."""
+    return {
+        "schedule": schedule_id,
+        "_id": {"$ne": f"{schedule_id}/{worker}"},
+        "at": {"$lt": server_now - STALL},
+    }
+
+
 def job_index() -> tuple[list[tuple[str, int]], Doc]:
     """Keys and options of the queue index that keeps one job per (schedule, tick)."""
     return (
@@ -348,5 +381,3 @@ def job_index() -> tuple[list[tuple[str, int]], Doc]:
             "partialFilterExpression": {"payload.schedule": {"$exists": True}},
         },
     )
-
-
