@@ -69,6 +69,9 @@ class AsyncScheduler:
             keys, options = sops.job_index()
             for name in sorted({s.task.queue for s in self.schedules}):
                 await self.app.queue(name).collection.create_index(keys, **options)
+            # Records of workers gone for an hour go (their transactions are long over).
+            await self.sessions.create_index("at", expireAfterSeconds=3600)
+            await self.sessions.create_index("schedule")
             for schedule in self.schedules:
                 now = await self.app.queue(schedule.task.queue).server_time()
                 await self.collection.update_one(

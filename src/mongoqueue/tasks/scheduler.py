@@ -86,6 +86,9 @@ class Scheduler:
             keys, options = sops.job_index()
             for name in sorted({s.task.queue for s in self.schedules}):
                 self.app.queue(name).collection.create_index(keys, **options)
+            # Records of workers gone for an hour go (their transactions are long over).
+            self.sessions.create_index("at", expireAfterSeconds=3600)
+            self.sessions.create_index("schedule")
             for schedule in self.schedules:
                 now = self.app.queue(schedule.task.queue).server_time()
                 self.collection.update_one(
