@@ -60,9 +60,15 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_racing_schedulers_enqueue_each_tick_once(db: Database[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("transactions", [True, False], ids=["transaction", "standalone-path"])
+def test_racing_schedulers_enqueue_each_tick_once(
+    db: Database[dict[str, Any]], transactions: bool
+) -> None:
     apps = [make_app(db) for _ in range(6)]
     schedulers = [a.scheduler() for a in apps]
+    for scheduler in schedulers:
+        scheduler.prepare()
+        scheduler._transactions = transactions  # without: two writes, at most once
     stop = time.monotonic() + 3.5
     errors: list[BaseException] = []
 
