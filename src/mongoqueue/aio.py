@@ -594,10 +594,12 @@ class AsyncMongoQueue(QueueCore):
             return [self._snapshot(AsyncJob(self, doc)) async for doc in cursor]
 
     async def server_time(self) -> datetime:
-        """This queue's estimate of the server's current time (UTC; see ``mongoqueue.clock``).
+        """This queue's estimate of the server's current time (UTC; an upper bound, see
+        ``mongoqueue.clock``).
 
-        The time ``jobs()`` and ``stats()`` judge ``waiting`` against ``delayed`` by:
-        a job whose ``available_at`` is after it is delayed.
+        The time ``jobs()`` and ``counts()`` judge ``waiting`` against ``delayed`` by (a
+        job whose ``visible_at`` is after it is delayed), and the one schedules compute
+        their ticks from.
         """
         return await self._now()
 

@@ -735,6 +735,49 @@ def workers(queue_name: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def schedules(as_json: bool) -> None:
+    """List the periodic schedules of the database (declared by app workers).
+
+    Shows each schedule's id, task, expression, timezone, next fire time, and the
+    last tick's job with its state. A schedule removed from the code stops firing
+    but stays listed here (with its old next fire time) until its document is deleted.
+    """
+    from .tasks.schedule_status import read_schedules
+
+    settings = _settings()
+    rows = read_schedules(settings.client()[settings.db])
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        out.print(f"no schedules in database {settings.db}", markup=False)
+        return
+    table = Table(title=f"schedules in {settings.db}")
+    columns = ("id", "task", "queue", "expression", "timezone", "next fire (UTC)")
+    for column in (*columns, "last fired (UTC)", "last job", "state"):
+        table.add_column(column)
+
+    def when(value: Any) -> str:
+        return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+    for row in rows:
+        cells = (
+            row.id,
+            row.task,
+            row.queue,
+            row.expression,
+            row.timezone,
+            when(row.next_fire_time),
+            when(row.last_fire_time),
+            "" if row.last_job_id is None else str(row.last_job_id),
+            row.last_job_state,
+        )
+        table.add_row(*(escape(cell) for cell in cells))
+    out.print(table)
+
+
 # --------------------------------------------------------------------------- dashboard
 
 

@@ -426,6 +426,11 @@ def create_app(
     def workers_page(request: Request) -> Response:
         return render(request, "workers.html", {"workers": read_workers(dash.db)})
 
+    def schedules_page(request: Request) -> Response:
+        from ..tasks.schedule_status import read_schedules
+
+        return render(request, "schedules.html", {"schedules": read_schedules(dash.db)})
+
     # ---------------------------------------------------------------- confirmations
 
     def confirm_page(
@@ -586,6 +591,7 @@ def create_app(
         Route("/", index),
         Route("/metrics", metrics),
         Route("/workers", workers_page),
+        Route("/schedules", schedules_page),
         Route("/queues/{name}", queue_page),
         Route("/queues/{name}/jobs", jobs_page),
         Route("/queues/{name}/jobs/{job_id}", job_page),

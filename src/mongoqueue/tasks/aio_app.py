@@ -28,11 +28,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .._core import DEFAULT_RETRY
 from ..aio import AsyncMongoQueue
-from ..aio_worker import AsyncWorker
 from ..errors import InvalidArgumentType, driver_errors
 from ..retry import RetryPolicy
 from ..status import JobStatus
 from .aio_runner import AsyncQueueGroup, AsyncTaskRunner, run_until_empty_async
+from .aio_scheduler import AsyncAppWorker, AsyncScheduler
 from .app import DEFAULT_KEEP_RESULT, DEFAULT_MAX_PASSES, AppCore, task_codec_options
 from .registry import CallOptions, TaskDef
 from .results import wait_result_async
@@ -152,12 +152,20 @@ class AsyncApp(AppCore):
                 hello = await self.db.command("hello")
             check_transactions(hello, self.registry, served)
 
-    async def worker(self, queues: Iterable[str] | None = None, **options: Any) -> AsyncWorker:
+    async def worker(self, queues: Iterable[str] | None = None, **options: Any) -> AsyncAppWorker:
         """An :class:`~mongoqueue.AsyncWorker` running this app's tasks (see ``App.worker``)."""
         served = self.served_queues(queues)
         await self.check_transactions(served)
         group = AsyncQueueGroup([self.queue(name) for name in served])
-        return AsyncWorker(group, AsyncTaskRunner(self), **options)
+        schedules = self.served_schedules(served)
+        scheduler = AsyncScheduler(self, schedules) if schedules else None
+        return AsyncAppWorker(group, AsyncTaskRunner(self), scheduler=scheduler, **options)
+
+    def scheduler(self, queues: Iterable[str] | None = None) -> AsyncScheduler:
+        """The schedules of ``queues`` (default: all): ``await .tick()`` fires what is
+        due now (workers do it on their own; this is for tests and scripts)."""
+        served = self.served_queues(queues) if queues is not None else self.registry.queues()
+        return AsyncScheduler(self, self.served_schedules(served))
 
     async def run_until_empty(self, queues: Iterable[str] | None = None) -> int:
         """Run queued jobs in this task until none is claimable now (for tests)."""

@@ -39,10 +39,11 @@ from ..queue import MongoQueue
 from ..retry import RetryPolicy
 from ..status import JobStatus
 from ..validation import check_positive_int, check_seconds
-from ..worker import Worker
 from .registry import CallOptions, Registry, TaskDef
 from .results import wait_result
 from .runner import QueueGroup, TaskRunner, check_transactions, run_until_empty
+from .scheduler import AppWorker, Scheduler
+from .schedules import Schedule
 
 __all__ = ["DEFAULT_KEEP_RESULT", "App", "Task", "TaskHandle"]
 
@@ -55,6 +56,7 @@ DEFAULT_KEEP_RESULT = 24 * 3600.0
 DEFAULT_MAX_PASSES = 10
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def default_consumer_id() -> str:
@@ -92,6 +94,7 @@ class AppCore:
         self.retry = retry
         self.keep_result = check_seconds("keep_result", keep_result, allow_zero=True)
         self.max_passes = check_positive_int("max_passes", max_passes)
+        self.schedules: dict[str, Schedule] = {}
 
     @staticmethod
     def _task_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +134,58 @@ class AppCore:
             )
         self.registry.add(definition)
         return definition
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        timezone: str = "UTC",
+        id: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        missed: str = "skip",
+        grace: timedelta | float | None = None,
+    ) -> Callable[[T], T]:
+        """Run a task on a schedule; goes ABOVE ``@app.task``::
+
+            @app.periodic(cron="0 3 * * *", timezone="Europe/Paris")
+            @app.task
+            def nightly_report(fire_time): ...
+
+        Exactly one of ``cron`` (5 fields, or 6 with seconds first; evaluated in
+        ``timezone``, an IANA name, default UTC) and ``every`` (a timedelta or
+        seconds, one second or more). ``id``: the schedule's id (default: the
+        task's name). ``kwargs``: the arguments of every run; a task that takes a
+        ``fire_time`` parameter receives the tick's time (aware UTC). ``missed``:
+        ``"skip"`` (default) or ``"latest"`` (run the most recent missed tick
+        once); ``grace``: how late a tick may still fire (default: the interval,
+        at most 60 s). Every worker serving the task's queue fires the schedule;
+        each tick is enqueued once (see :mod:`mongoqueue.tasks.schedules`).
+        """
+        options: dict[str, Any] = {"cron": cron, "every": every, "timezone": timezone}
+        options.update(id=id, kwargs=kwargs, missed=missed, grace=grace)
+
+        def register(task: T) -> T:
+            definition = getattr(task, "definition", None)
+            if not isinstance(definition, TaskDef) or getattr(task, "app", None) is not self:
+                raise InvalidArgumentType(
+                    f"@app.periodic(...) goes above @app.task of the same app, got "
+                    f"{type(task).__name__}: write @app.periodic(...) then @app.task then def"
+                )
+            schedule = Schedule(definition, **options)
+            if schedule.id in self.schedules:
+                raise InvalidArgument(
+                    f"schedule id {schedule.id!r} is already used (by task "
+                    f"{self.schedules[schedule.id].task.name}); pass id='...' to tell them apart"
+                )
+            self.schedules[schedule.id] = schedule
+            return task
+
+        return register
+
+    def served_schedules(self, queues: list[str]) -> list[Schedule]:
+        """The schedules of tasks on ``queues`` (what a worker of them fires)."""
+        return [s for s in self.schedules.values() if s.task.queue in queues]
 
     def unknown_task_message(self, name: str | None) -> str:
         what = f"task {name!r}" if name is not None else "a job that is not a task job"
@@ -280,7 +335,7 @@ class App(AppCore):
                 hello = self.db.command("hello")
             check_transactions(hello, self.registry, served)
 
-    def worker(self, queues: Iterable[str] | None = None, **options: Any) -> Worker:
+    def worker(self, queues: Iterable[str] | None = None, **options: Any) -> AppWorker:
         """A :class:`~mongoqueue.worker.Worker` that runs this app's tasks.
 
         ``queues``: names in priority order (a higher queue is always drained
@@ -292,7 +347,15 @@ class App(AppCore):
         served = self.served_queues(queues)
         self.check_transactions(served)
         group = QueueGroup([self.queue(name) for name in served])
-        return Worker(group, TaskRunner(self), **options)
+        schedules = self.served_schedules(served)
+        scheduler = Scheduler(self, schedules) if schedules else None
+        return AppWorker(group, TaskRunner(self), scheduler=scheduler, **options)
+
+    def scheduler(self, queues: Iterable[str] | None = None) -> Scheduler:
+        """The schedules of ``queues`` (default: all): ``.tick()`` fires what is due
+        now (workers do it on their own; this is for tests and scripts)."""
+        served = self.served_queues(queues) if queues is not None else self.registry.queues()
+        return Scheduler(self, self.served_schedules(served))
 
     def run_until_empty(self, queues: Iterable[str] | None = None) -> int:
         """Run queued jobs in this process, one at a time, until none is claimable
