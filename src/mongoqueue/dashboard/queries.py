@@ -60,29 +60,11 @@ __all__ = [
 ]
 
 #: The counts every page shows, in the shared vocabulary (``lease_expired`` is part of running).
-COUNT_KEYS = (
-    "waiting",
-    "delayed",
-    "running",
-    "lease_expired",
-    "failed",
-    "completed",
-    "cancelled",
-    "total",
-)
+COUNT_KEYS = ops.COUNT_KEYS
 #: States a list can show.
-LIST_STATES = (
-    "waiting",
-    "delayed",
-    "running",
-    "lease_expired",
-    "failed",
-    "completed",
-    "cancelled",
-    "all",
-)
+LIST_STATES = ops.LIST_STATES
 #: Stored states the task layer keeps jobs in after they end.
-KEPT_STATES = ("completed", "cancelled")
+KEPT_STATES = (ops.COMPLETED, ops.CANCELLED)
 #: Server time the error-text filter may take per page.
 ERROR_SEARCH_MS = 2000
 #: Longest error text one can search for.
