@@ -17,7 +17,7 @@ from typing import Any
 from playwright.sync_api import Page
 from pymongo.collection import Collection
 
-from mongoqueue import NO_BACKOFF, MongoQueue
+from mongoqueue import NO_BACKOFF, App, MongoQueue
 
 #: Every page the tour visits, in order (the screenshot names, docs/img/dashboard-NAME.png).
 PAGES = (
@@ -27,6 +27,7 @@ PAGES = (
     "jobs-filtered",
     "job",
     "workers",
+    "schedules",
     "confirm",
     "after-action",
     "not-found",
@@ -74,7 +75,27 @@ def populate(collection: Collection[Any], *, waiting: int = 40) -> dict[str, Any
             }
         },
     )
-    return {"failed": failing, "failed_2": timeout_job, "running": running, "kept": kept}
+    # Two schedules of a task app on the same database, for the Schedules page.
+    app = App(collection.database)
+
+    @app.periodic(cron="0 3 * * *", timezone="Europe/Paris", id="nightly-report")
+    @app.task(queue=f"{collection.name}_periodic")
+    def nightly_report(fire_time: datetime) -> None:
+        return None
+
+    @app.periodic(every=timedelta(minutes=5), id="refresh-prices", kwargs={"region": "eu"})
+    @app.task(queue=f"{collection.name}_periodic")
+    def refresh_prices(region: str) -> None:
+        return None
+
+    app.scheduler().tick()  # records the schedules (a new schedule fires no past tick)
+    return {
+        "failed": failing,
+        "failed_2": timeout_job,
+        "running": running,
+        "kept": kept,
+        "schedules": ["nightly-report", "refresh-prices"],
+    }
 
 
 def tour(
@@ -129,6 +150,14 @@ def tour(
         row = page.locator(f'#workers tr[data-worker="{worker}"]')
         assert row.locator("[data-state]").inner_text() == "alive"
     shoot("workers")
+
+    page.click("#nav-schedules")
+    assert page.locator("h1").inner_text().startswith("Schedules in ")
+    for schedule in ids.get("schedules", ()):
+        row = page.locator(f'#schedules tr[data-schedule="{schedule}"]')
+        assert row.count() == 1, schedule
+        assert row.locator("td").nth(6).inner_text().strip() != ""  # the next fire time
+    shoot("schedules")
 
     page.goto(f"{url}/queues/{name}/jobs?state=failed")
     listing = page.url
