@@ -198,7 +198,7 @@ class QueueCore:
         #: had a due job); deals partitions to jobs without a key.
         self._claim_partition = parts.home_partition(self._config.consumer_id, self._partitions)
         self._dealer = parts.Dealer(self._partitions)
-        self._partitions_checked = self._partitions == 1
+        self._partitions_checked = False
         self._clock = ServerClock()
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         #: The collection's codec options (payloads are encoded with them); the queue sets it.
