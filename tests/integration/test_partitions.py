@@ -146,7 +146,7 @@ def _run_whole_api(queue: MongoQueue) -> None:
     waiting = queue.jobs("waiting", limit=2)
     assert queue.cancel(waiting[0])
     assert queue.request_cancel(waiting[1], keep=60) == "cancelled"
-    first, second = queue.failed()
+    first, _second = queue.failed()
     assert queue.requeue(first) == 1
     assert queue.requeue() == 1
     expiring = queue.next()
@@ -168,7 +168,9 @@ def test_every_command_on_one_job_names_its_partition(listened) -> None:
     on_one_job = _on_one_job(commands.sent, collection.name)
     names = Counter(name for name, _ in on_one_job)
     # The run really exercised every kind of command on one job.
-    assert names["findAndModify"] >= 10 and names["update"] >= 5 and names["delete"] >= 3, names
+    assert names["findAndModify"] >= 10, names
+    assert names["update"] >= 5, names
+    assert names["delete"] >= 3, names
     untargeted = [(name, query) for name, query in on_one_job if not _targeted(query)]
     assert untargeted == []
     # Claims and batch claims, too, are in one partition.
@@ -179,7 +181,8 @@ def test_every_command_on_one_job_names_its_partition(listened) -> None:
         for s in c["updates"]
         if s.get("multi") and "_id" in s["q"]
     ]
-    assert batch_updates and all(_targeted(q) for q in batch_updates)
+    assert batch_updates
+    assert all(_targeted(q) for q in batch_updates)
 
 
 def test_ids_from_outside_are_looked_up_once_then_written_targeted(listened) -> None:
@@ -197,11 +200,13 @@ def test_ids_from_outside_are_looked_up_once_then_written_targeted(listened) -> 
     assert queue.cancel(uuid.uuid4().hex) is False  # no such job: no write at all
     on_one_job = _on_one_job(commands.sent[start:], collection.name)
     writes = [(n, q) for n, q in on_one_job if n != "find"]
-    assert len(writes) == 3 and all(_targeted(q) for _, q in writes), writes
+    assert len(writes) == 3, writes
+    assert all(_targeted(q) for _, q in writes), writes
     # The only commands without the partition are the reads of an id (sent to every
     # partition): the lookups before each write and get()/status() of a bare id.
     reads = [q for n, q in on_one_job if n == "find" and not _targeted(q)]
-    assert len(reads) == 6 and all(set(q) == {"_id"} for q in reads), reads
+    assert len(reads) == 6, reads
+    assert all(set(q) == {"_id"} for q in reads), reads
 
 
 def test_every_index_starts_with_the_partition(collection, forget_record) -> None:
@@ -288,7 +293,8 @@ def test_an_idle_consumer_does_not_sweep_every_partition(listened) -> None:
     assert queue.next() is None
     sent = [next(iter(c)) for c in commands.sent[start:] if c.get(next(iter(c))) == collection.name]
     # One claim in its current partition, then at most two probe reads over all.
-    assert sent.count("findAndModify") == 1 and sent.count("find") <= 2, sent
+    assert sent.count("findAndModify") == 1, sent
+    assert sent.count("find") <= 2, sent
 
 
 def test_a_consumer_finds_a_job_in_any_partition(collection, forget_record) -> None:
@@ -297,7 +303,8 @@ def test_a_consumer_finds_a_job_in_any_partition(collection, forget_record) -> N
     for consumer in consumers:
         job_id = producer.put({"x": 1})
         job = consumer.next()
-        assert job is not None and job.id == job_id
+        assert job is not None
+        assert job.id == job_id
         job.complete()
         assert consumer.next_batch(3) == []
 
@@ -324,7 +331,9 @@ def test_a_waiting_consumer_wakes_on_a_put_to_another_partition(
     thread.join(timeout=40)
     assert not thread.is_alive()
     consumer.close_stream()
-    assert got and got[0] is not None and got[0].id == job_id
+    assert got
+    assert got[0] is not None
+    assert got[0].id == job_id
 
 
 def test_another_count_refuses_to_start(collection, forget_record) -> None:
@@ -409,9 +418,7 @@ def test_four_processes_race_on_a_partitioned_queue(mongodb_uri, collection, for
     assert queue.stats()["total"] == 0
 
 
-def test_a_killed_consumers_job_comes_back_in_its_partition(
-    mongodb_uri, collection, forget_record
-):
+def test_a_killed_consumers_job_comes_back_in_its_partition(mongodb_uri, collection, forget_record):
     queue = MongoQueue(collection, "survivor", timeout=2, retry=NO_BACKOFF, partitions=P)
     job_id = queue.put({"work": "important"})
     proc = _spawn("hold", mongodb_uri, collection.database.name, collection.name, "2", str(P))
@@ -427,5 +434,6 @@ def test_a_killed_consumers_job_comes_back_in_its_partition(
     assert proc.returncode == -signal.SIGKILL
     assert queue.next() is None  # still leased to the dead consumer
     again = wait_for(queue.next, timeout=30)
-    assert again.id == job_id and again.attempts == 1
+    assert again.id == job_id
+    assert again.attempts == 1
     assert again.data["partition"] == claim["partition"]
