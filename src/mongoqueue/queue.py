@@ -151,7 +151,9 @@ class MongoQueue(QueueCore):
         """
         if self._partitions_checked:
             return
-        meta = self.collection.database[parts.META_COLLECTION]
+        meta = self.collection.database.get_collection(
+            parts.META_COLLECTION, read_preference=ReadPreference.PRIMARY
+        )
         name = self.collection.name
         with driver_errors():
             record = meta.find_one({"_id": name})
