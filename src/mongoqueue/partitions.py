@@ -29,7 +29,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from . import operations as ops
-from .errors import InvalidArgument, InvalidArgumentType, MongoQueueError
+from .errors import InvalidArgument, InvalidArgumentType, PartitionMismatch
 
 Doc = dict[str, Any]
 
@@ -167,10 +167,6 @@ def probe_filter(claim: Mapping[str, Any], candidates: list[int]) -> Doc:
 def meta_document(collection_name: str, partitions: int) -> Doc:
     """The record of a partitioned queue's count, inserted at its first use."""
     return {"_id": collection_name, "partitions": partitions}
-
-
-class PartitionMismatch(MongoQueueError):
-    """The queue was configured with another count of partitions than its collection's."""
 
 
 def check_record(collection_name: str, partitions: int, record: Mapping[str, Any] | None) -> None:
