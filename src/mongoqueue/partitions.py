@@ -169,6 +169,17 @@ def meta_document(collection_name: str, partitions: int) -> Doc:
     return {"_id": collection_name, "partitions": partitions}
 
 
+def recorded_partitions(record: Mapping[str, Any] | None) -> int:
+    """The count of partitions a record says (1: no record, an unpartitioned queue).
+
+    For tools that open any queue (the CLI, the dashboard): they take the count
+    the queue has instead of being told it.
+    """
+    if record is None:
+        return 1
+    return check_partitions(record.get("partitions"))
+
+
 def check_record(collection_name: str, partitions: int, record: Mapping[str, Any] | None) -> None:
     """Refuse a queue whose ``partitions`` differs from the collection's recorded count."""
     recorded = 1 if record is None else record.get("partitions")

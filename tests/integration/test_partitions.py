@@ -10,6 +10,7 @@ test fails on any command on one job without that equality.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -25,9 +26,9 @@ from typing import Any
 
 import pytest
 from bson import json_util
-from pymongo import MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
-from mongoqueue import NO_BACKOFF, App, MongoQueue, MongoQueueError
+from mongoqueue import NO_BACKOFF, App, AsyncMongoQueue, MongoQueue, MongoQueueError
 from mongoqueue import partitions as parts
 from tests.conftest import TEST_DB
 from tests.helpers import wait_for
@@ -335,6 +336,29 @@ def test_a_waiting_consumer_wakes_on_a_put_to_another_partition(
     assert got
     assert got[0] is not None
     assert got[0].id == job_id
+
+
+def test_the_async_twin_is_partitioned_alike(mongodb_uri, collection, forget_record) -> None:
+    async def run() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        try:
+            jobs = client[collection.database.name][collection.name]
+            queue = AsyncMongoQueue(jobs, "async", partitions=4)
+            ids = await queue.put_many([{"n": n} for n in range(8)])
+            keyed = await queue.put({"n": "k"}, key="k")
+            claimed = []
+            while (job := await queue.next()) is not None:
+                claimed.append(job.id)
+                await job.complete()
+            assert sorted(claimed) == sorted([*ids, keyed])
+            with pytest.raises(MongoQueueError, match="partitions=4"):
+                await AsyncMongoQueue(jobs, "other", partitions=2).size()
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    docs = list(collection.database[parts.META_COLLECTION].find({"_id": collection.name}))
+    assert docs == [{"_id": collection.name, "partitions": 4}]
 
 
 def test_another_count_refuses_to_start(collection, forget_record) -> None:
