@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import cost_rows
+import partition_rows
 import psutil
 import pymongo
 import report
@@ -49,6 +50,7 @@ ROWS: list[tuple[str, Callable[[rows.Bench], list[Row]]]] = [
     ("memory", rows.memory),
     ("claimcost", cost_rows.claim_cost),
     ("idle", cost_rows.idle),
+    ("contention", partition_rows.contention),
 ]
 
 #: The Python server's section: small sizes, the rows that say something there.
@@ -117,6 +119,14 @@ HOW_TO_READ = [
     "  the revision named in the column (`git archive` into bench/.work/). The claims-per-put",
     "  row runs 8 idle consumers (threads, own queue objects) and counts the claims sent within",
     "  250 ms after each put.",
+    "- **contention (partitions)**: `bench/partition_rows.py`. For 1, 2, 4, 8 consumer",
+    "  processes, a queue of `MongoQueue(partitions=P)` jobs (P = 1, then P = 16, same",
+    "  server, same run) is drained by processes that claim and complete; each counts",
+    "  the claims it sent (CommandListener): claims beyond one per job are empty claims",
+    "  (the end of the queue, or a head another consumer took). Server write conflicts",
+    "  come from serverStatus `metrics.operation.writeConflicts` where the server has it.",
+    "  With 2 cores shared by the server and every consumer, more processes cannot add",
+    "  throughput here: the rows show contention (wasted claims), not scaling.",
     "- **memory**: RSS (psutil) of a consumer process running a plain `next(wait=)` +",
     "  `complete()` loop, after the first 1k jobs and after the last; the producer keeps",
     "  the queue topped up at about 500 jobs. The `Worker` row is a to-do: the Worker class",

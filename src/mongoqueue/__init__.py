@@ -22,6 +22,7 @@ from .errors import (
     NotBSON,
     OldFormatDocuments,
     OperationFailed,
+    PartitionMismatch,
     PayloadTooLarge,
     QueueUnavailable,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "NotBSON",
     "OldFormatDocuments",
     "OperationFailed",
+    "PartitionMismatch",
     "PayloadTooLarge",
     "QueueUnavailable",
     "ResultTimeout",

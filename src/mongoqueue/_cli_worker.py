@@ -95,6 +95,7 @@ async def _run_async(
     stop_metrics = None
     try:
         collection = client[settings.db][settings.collection]
+        queue_options.setdefault("partitions", settings.partitions())
         queue = AsyncMongoQueue(collection, consumer, **queue_options)
         if metrics[0] is not None:
             depth = settings.queue(consumer, **queue_options) if metrics_depth else None

@@ -10,6 +10,7 @@ server, sleeps or reads a wall clock. The documents themselves come from
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -18,10 +19,12 @@ from typing import Any, TypeVar
 import pymongo.errors
 from bson import ObjectId
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
 
 from . import operations as ops
+from . import partitions as parts
 from .clock import ServerClock
 from .errors import (
     DuplicateKeyConflict,
@@ -180,8 +183,22 @@ class QueueCore:
     public methods have the same names and signatures (a test compares them).
     """
 
-    def __init__(self, consumer_id: object, timeout: object, max_attempts: object, retry: object):
+    def __init__(
+        self,
+        consumer_id: object,
+        timeout: object,
+        max_attempts: object,
+        retry: object,
+        partitions: object = 1,
+    ):
         self._config = QueueConfig(consumer_id, timeout, max_attempts, retry)
+        #: The count of partitions (1: an unpartitioned queue; see ``mongoqueue.partitions``).
+        self._partitions = parts.check_partitions(partitions)
+        #: The partition claims start from (the home partition, then the last one that
+        #: had a due job); deals partitions to jobs without a key.
+        self._claim_partition = parts.home_partition(self._config.consumer_id, self._partitions)
+        self._dealer = parts.Dealer(self._partitions)
+        self._partitions_checked = False
         self._clock = ServerClock()
         self._max_document_bytes = DEFAULT_MAX_DOCUMENT_BYTES
         #: The collection's codec options (payloads are encoded with them); the queue sets it.
@@ -238,6 +255,16 @@ class QueueCore:
         )
 
     # ------------------------------------------------------------------ plumbing
+
+    def _job_target(self, job: object) -> tuple[Any, int | None]:
+        """The id and, when known, the partition of a job named by handle or id.
+
+        A handle knows its partition; an id from outside does not (the queue then
+        looks it up: one read sent to every partition, see ``_scope``).
+        """
+        if isinstance(job, JobData):
+            return job.id, job.data.get(parts.PARTITION) if self._partitions > 1 else None
+        return self._id_value(job), None
 
     @staticmethod
     def _index_conflict(
@@ -301,7 +328,7 @@ class QueueCore:
             if self._last_due_put is not None and self._last_due_put > scheduled:
                 scheduled = self._last_due_put
             self._last_due_put = scheduled
-        return ops.new_job(
+        doc = ops.new_job(
             ObjectId(),
             encode_payload(payload, self._max_document_bytes, self._codec_options),
             priority=priority,
@@ -311,6 +338,43 @@ class QueueCore:
             max_attempts=max_attempts,
             retry=retry,
         )
+        if self._partitions > 1:
+            doc[parts.PARTITION] = (
+                self._dealer.deal()
+                if key is None
+                else parts.partition_of_key(doc["key"], self._partitions)
+            )
+        return doc
+
+    # ------------------------------------------------------------------ partitions
+
+    @property
+    def partitions(self) -> int:
+        """The count of partitions (1: an unpartitioned queue)."""
+        return self._partitions
+
+    def _indexes(self) -> list[Any]:
+        return parts.indexes(self._partitions)
+
+    def _of_job(self, query: dict[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+        """``query`` on one job, with its partition by equality in a partitioned queue."""
+        if self._partitions == 1:
+            return query
+        return parts.in_partition(query, data[parts.PARTITION])
+
+    def _in(self, query: dict[str, Any], partition: int | None) -> dict[str, Any]:
+        return query if partition is None else parts.in_partition(query, partition)
+
+    def _across(self, query: dict[str, Any]) -> dict[str, Any]:
+        """``query`` over every partition (unchanged in an unpartitioned queue)."""
+        return query if self._partitions == 1 else parts.across(query, self._partitions)
+
+    def _count_hint(self, query: dict[str, Any]) -> str:
+        return ops.count_hint(query) if self._partitions == 1 else parts.count_hint(query)
+
+    def _probe_ranges(self) -> list[list[int]]:
+        """Where a claim looks for another partition with a due job, from a random start."""
+        return parts.probe_ranges(self._partitions, random.randrange(self._partitions))
 
     @staticmethod
     def _check_payloads(payloads: object) -> Iterable[Any]:
@@ -387,16 +451,20 @@ class QueueCore:
             raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {n}")
         return n
 
-    def _batch_update(self, now: datetime, ids: list[Any], prefix: str) -> tuple[Any, Any]:
+    def _batch_update(
+        self, now: datetime, ids: list[Any], prefix: str, partition: int | None = None
+    ) -> tuple[Any, Any]:
         """Filter and update of a batch claim's second round trip."""
-        return {**ops.claim_filter(now), "_id": {"$in": ids}}, self._config.claim_update(
-            ops.batch_token(prefix)
-        )
+        claim = self._in({**ops.claim_filter(now), "_id": {"$in": ids}}, partition)
+        return claim, self._config.claim_update(ops.batch_token(prefix))
 
-    @staticmethod
-    def _batch_fetch_filter(ids: list[Any], prefix: str) -> dict[str, Any]:
+    def _batch_fetch_filter(
+        self, ids: list[Any], prefix: str, partition: int | None = None
+    ) -> dict[str, Any]:
         """The jobs of ``ids`` that the batch claim ``prefix`` won."""
-        return {"_id": {"$in": ids}, "lease_token": {"$in": ops.batch_tokens(prefix, ids)}}
+        return self._in(
+            {"_id": {"$in": ids}, "lease_token": {"$in": ops.batch_tokens(prefix, ids)}}, partition
+        )
 
     @staticmethod
     def _in_claim_order(ids: list[Any], docs: Iterable[Mapping[str, Any]]) -> list[Any]:
@@ -614,6 +682,15 @@ class QueueCore:
         if job is None:
             raise InvalidArgumentType("cancel needs a job or a job id, got None")
         return cls._id_value(job)
+
+    def _requeue_writes(self, docs: list[Mapping[str, Any]]) -> list[Any]:
+        """``requeue()`` of every failed job in ``docs`` (their ``_id`` and partition)."""
+        if self._partitions == 1:
+            return ops.requeue_writes([doc["_id"] for doc in docs])
+        return [
+            UpdateOne(self._of_job(ops.requeue_filter(doc["_id"]), doc), ops.requeue_update())
+            for doc in docs
+        ]
 
     @staticmethod
     def _requeued_despite(exc: pymongo.errors.BulkWriteError) -> int:

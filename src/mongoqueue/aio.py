@@ -31,6 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from . import aio_migration as migration
 from . import migration_operations as mops
 from . import operations as ops
+from . import partitions as parts
 from ._core import (
     DEFAULT_RETRY,
     KEY_RETRIES,
@@ -74,6 +75,11 @@ class AsyncMongoQueue(QueueCore):
     requeued or purged. ``retry`` sets the backoff between deliveries: by default
     none, as in mongoqueue 0.7.2 (a failed job is available again at once);
     ``retry=RetryPolicy(...)`` (or ``DEFAULT_RETRY``) backs off.
+    ``partitions=P`` (P > 1) spreads the jobs over P partitions that a sharded
+    cluster can place on different shards, every operation on one job targeted at
+    its partition (see :mod:`mongoqueue.partitions` and the sharding guide); the
+    order is then kept within each partition, not across. Every producer and
+    consumer of a queue must use the same count (checked against the database).
     :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
     (on pymongo's asyncio client, every method a coroutine) are twins with the
     same settings, methods, semantics and errors; sync and async consumers may
@@ -88,9 +94,10 @@ class AsyncMongoQueue(QueueCore):
         max_attempts: int = 3,
         *,
         retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
+        partitions: int = 1,
     ) -> None:
         check_queue_collection(collection, "AsyncMongoQueue")
-        super().__init__(consumer_id, timeout, max_attempts, retry)
+        super().__init__(consumer_id, timeout, max_attempts, retry, partitions)
         # Every read the queue makes decides something (a batch fetch, a key lookup):
         # it goes to the primary whatever the client's read preference.
         self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY)
@@ -106,7 +113,7 @@ class AsyncMongoQueue(QueueCore):
         await self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
-                await self.collection.create_indexes(ops.indexes())
+                await self.collection.create_indexes(self._indexes())
             except pymongo.errors.OperationFailure as exc:
                 conflict = self._index_conflict(exc, self.collection.full_name)
                 if conflict is None:
@@ -133,11 +140,57 @@ class AsyncMongoQueue(QueueCore):
         """
         if self._format_checked:
             return
+        await self._check_partitions()
         with driver_errors():
             if await self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
                 count = await self.collection.count_documents(mops.OLD_FORMAT)
                 raise mops.old_format_error(count, self.collection.full_name)
         self._format_checked = True
+
+    async def _check_partitions(self) -> None:
+        """Refuse to run with another count of partitions than the queue's record.
+
+        Once per queue object, before its first use: a partitioned queue records
+        its count at first use (an insert with a unique ``_id``, so two first users
+        agree) and refuses a collection of unpartitioned jobs; an unpartitioned one
+        refuses a collection recorded as partitioned.
+        """
+        if self._partitions_checked:
+            return
+        meta = self.collection.database.get_collection(
+            parts.META_COLLECTION, read_preference=ReadPreference.PRIMARY
+        )
+        name = self.collection.name
+        with driver_errors():
+            record = await meta.find_one({"_id": name})
+            if record is None and self._partitions > 1:
+                if await self.collection.find_one(parts.UNPARTITIONED, {"_id": 1}) is not None:
+                    raise parts.unpartitioned_jobs_error(name, self._partitions)
+                record = parts.meta_document(name, self._partitions)
+                try:
+                    await meta.insert_one(record)
+                except pymongo.errors.DuplicateKeyError:
+                    record = await meta.find_one({"_id": name})
+        parts.check_record(name, self._partitions, record)
+        self._partitions_checked = True
+
+    async def _scope(self, job: AsyncJob | Any) -> tuple[Any, dict[str, Any] | None]:
+        """The id of a job named by handle or id, and the filter of its partition.
+
+        ``{}`` in an unpartitioned queue; ``None`` when a partitioned queue has no
+        such job. An id from outside carries no partition: it is looked up by one
+        read sent to every partition (untargeted), the write that follows is targeted.
+        """
+        job_id, partition = self._job_target(job)
+        if self._partitions == 1:
+            return job_id, {}
+        if partition is None:
+            with driver_errors():
+                found = await self.collection.find_one(ops.by_id(job_id), {parts.PARTITION: 1})
+            if found is None or parts.PARTITION not in found:
+                return job_id, None
+            partition = found[parts.PARTITION]
+        return job_id, {parts.PARTITION: partition}
 
     async def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -187,7 +240,9 @@ class AsyncMongoQueue(QueueCore):
                     if "key" not in doc:
                         raise
                 existing = await self.collection.find_one(
-                    ops.active_key_filter(doc["key"]), {"_id": 1}, session=session
+                    self._of_job(ops.active_key_filter(doc["key"]), doc),
+                    {"_id": 1},
+                    session=session,
                 )
                 if existing is not None:
                     return existing["_id"]
@@ -225,13 +280,47 @@ class AsyncMongoQueue(QueueCore):
         """One claim: the best claimable job, or None.
 
         The claim is served by ``ops.CLAIM_INDEX`` (equality on state, then the
-        sort: priority, visible_at, _id): see that index's comment.
+        sort: priority, visible_at, _id): see that index's comment. A partitioned
+        queue claims in one partition (equality, then the same index): the one it
+        last claimed from (first its home partition), else one a probe found.
         """
         await self._ensure_ready()
+        if self._partitions == 1:
+            return await self._claim_in(None)
+        job = await self._claim_in(self._claim_partition)
+        for _ in range(parts.MAX_PROBES):
+            if job is not None:
+                return job
+            partition = await self._probe(await self._now())
+            if partition is None:
+                return None
+            self._claim_partition = partition
+            job = await self._claim_in(partition)
+        return job
+
+    async def _probe(self, now: datetime) -> int | None:
+        """A partition holding a due job, from a random start; None if none has one.
+
+        At most two reads of the claim index (no write), each sent to every
+        partition: an idle consumer's claim costs one targeted claim plus these,
+        never a claim per partition.
+        """
+        claim = ops.claim_filter(now)
+        with driver_errors():
+            for candidates in self._probe_ranges():
+                found = await self.collection.find_one(
+                    parts.probe_filter(claim, candidates), {parts.PARTITION: 1}
+                )
+                if found is not None:
+                    return int(found[parts.PARTITION])
+        return None
+
+    async def _claim_in(self, partition: int | None) -> AsyncJob | None:
+        """One claim in ``partition`` (None: the unpartitioned queue)."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 token = self._new_token()
-                claim = ops.claim_filter(await self._now())
+                claim = self._in(ops.claim_filter(await self._now()), partition)
                 sent_at = time.monotonic()
                 doc = await self.collection.find_one_and_update(
                     claim,
@@ -319,7 +408,10 @@ class AsyncMongoQueue(QueueCore):
                     empty = None
                     if wake.probe_due():
                         empty = (
-                            await self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                            await self.collection.find_one(
+                                self._across(ops.size_filter()), {"_id": 1}
+                            )
+                            is None
                         )
                     wake.idle(empty)
                 if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
@@ -371,11 +463,31 @@ class AsyncMongoQueue(QueueCore):
         n = self._check_batch_size(n)
         await self._ensure_ready()
         jobs: list[AsyncJob] = []
+        if self._partitions == 1:
+            await self._batch_in(n, jobs, None)
+            return jobs
+        # A partitioned queue fills the batch from one partition at a time, as next().
+        partition: int | None = self._claim_partition
+        for _ in range(parts.MAX_PROBES + 1):
+            await self._batch_in(n, jobs, partition)
+            if len(jobs) >= n:
+                break
+            partition = await self._probe(await self._now())
+            if partition is None:
+                break
+            self._claim_partition = partition
+        return jobs
+
+    async def _batch_in(self, n: int, jobs: list[AsyncJob], partition: int | None) -> None:
+        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one partition."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 now = await self._now()
                 cursor = self.collection.find(
-                    ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n - len(jobs)
+                    self._in(ops.claim_filter(now), partition),
+                    {"_id": 1},
+                    sort=ops.CLAIM_SORT,
+                    limit=n - len(jobs),
                 )
                 ids = [doc["_id"] async for doc in cursor]
                 if not ids:
@@ -384,17 +496,17 @@ class AsyncMongoQueue(QueueCore):
                 sent_at = time.monotonic()
                 try:
                     result = await self.collection.update_many(
-                        *self._batch_update(now, ids, prefix)
+                        *self._batch_update(now, ids, prefix, partition)
                     )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
-                    docs = await self._recover_batch(ids, prefix)
+                    docs = await self._recover_batch(ids, prefix, partition)
                     if not docs and not jobs:
                         raise
                     jobs.extend(AsyncJob(self, doc) for doc in docs)
                     break
                 received_at = time.monotonic()
-                won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+                won = self.collection.find(self._batch_fetch_filter(ids, prefix, partition))
                 docs = self._in_claim_order(ids, [doc async for doc in won])
                 if docs:
                     self._observe_claim(docs[0], sent_at, received_at)
@@ -402,12 +514,13 @@ class AsyncMongoQueue(QueueCore):
                 expiries = self._batch_expiries(result.modified_count, len(docs))
                 if not expiries or len(jobs) >= n:
                     break
-        return jobs
 
-    async def _recover_batch(self, ids: list[Any], prefix: str) -> list[Any]:
+    async def _recover_batch(
+        self, ids: list[Any], prefix: str, partition: int | None = None
+    ) -> list[Any]:
         """The jobs a batch claim whose reply was lost did claim ([] if unknown)."""
         try:
-            won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+            won = self.collection.find(self._batch_fetch_filter(ids, prefix, partition))
             return self._in_claim_order(ids, [doc async for doc in won])
         except pymongo.errors.PyMongoError:
             return []
@@ -427,12 +540,14 @@ class AsyncMongoQueue(QueueCore):
         with driver_errors():
             if update is None:
                 done = (
-                    await self.collection.delete_one(ops.held(job.id, token), session=session)
+                    await self.collection.delete_one(
+                        self._of_job(ops.held(job.id, token), job.data), session=session
+                    )
                 ).deleted_count
             else:
                 done = (
                     await self.collection.update_one(
-                        ops.held(job.id, token), update, session=session
+                        self._of_job(ops.held(job.id, token), job.data), update, session=session
                     )
                 ).matched_count
         if not done:
@@ -445,7 +560,7 @@ class AsyncMongoQueue(QueueCore):
         token = self._token_of(job, action)
         with driver_errors():
             doc = await self.collection.find_one_and_update(
-                ops.held(job.id, token),
+                self._of_job(ops.held(job.id, token), job.data),
                 update,
                 projection=ops.METADATA_PROJECTION,
                 return_document=ReturnDocument.AFTER,
@@ -455,7 +570,9 @@ class AsyncMongoQueue(QueueCore):
         return self._after_fenced(job, doc)
 
     async def _raise_lease_lost(self, job: AsyncJob, action: str) -> NoReturn:
-        current = await self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
+        current = await self.collection.find_one(
+            self._of_job({"_id": job.id}, job.data), ops.METADATA_PROJECTION
+        )
         raise self._lease_lost(job, action, current)
 
     async def _complete(
@@ -476,7 +593,9 @@ class AsyncMongoQueue(QueueCore):
             return self._after_complete(job)
         token = self._token_of(job, "complete")
         with driver_errors():
-            result = await self.collection.delete_one(ops.held(job.id, token))
+            result = await self.collection.delete_one(
+                self._of_job(ops.held(job.id, token), job.data)
+            )
             if result.deleted_count == 0:
                 await self._raise_lease_lost(job, "complete")
         return self._after_complete(job)
@@ -509,7 +628,7 @@ class AsyncMongoQueue(QueueCore):
         """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         await self._check_format()
         with driver_errors():
-            return await self.collection.count_documents(ops.size_filter())
+            return await self.collection.count_documents(self._across(ops.size_filter()))
 
     async def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         """One ``count_documents`` per filter, each walking the index that serves it."""
@@ -526,7 +645,9 @@ class AsyncMongoQueue(QueueCore):
 
     async def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         return {
-            name: await self.collection.count_documents(query, hint=ops.count_hint(query))
+            name: await self.collection.count_documents(
+                self._across(query), hint=self._count_hint(query)
+            )
             for name, query in filters.items()
         }
 
@@ -549,10 +670,15 @@ class AsyncMongoQueue(QueueCore):
         return ops.counts_from(await self._count_all(ops.count_filters(await self._now())))
 
     async def get(self, job_id: Any) -> AsyncJob | None:
-        """A snapshot of one job (not a claim), or None."""
+        """A snapshot of one job (not a claim), or None.
+
+        In a partitioned queue a handle is read from its partition; an id is read
+        from every partition (one untargeted read).
+        """
         await self._check_format()
+        job_id, partition = self._job_target(job_id)
         with driver_errors():
-            doc = await self.collection.find_one(ops.by_id(self._id_value(job_id)))
+            doc = await self.collection.find_one(self._in(ops.by_id(job_id), partition))
         return None if doc is None else self._snapshot(AsyncJob(self, doc))
 
     async def failed(self, limit: int | None = None) -> list[AsyncJob]:
@@ -588,7 +714,7 @@ class AsyncMongoQueue(QueueCore):
         limit = self._check_limit(limit)
         query = self._listing_query(state, await self._now(), key, locked_by, priority, after)
         with driver_errors():
-            cursor = self.collection.find(query, sort=ops.LISTING_SORT)
+            cursor = self.collection.find(self._across(query), sort=ops.LISTING_SORT)
             if limit is not None:
                 cursor = cursor.limit(limit)
             return [self._snapshot(AsyncJob(self, doc)) async for doc in cursor]
@@ -615,7 +741,7 @@ class AsyncMongoQueue(QueueCore):
         now = await self._now()
         with driver_errors():
             result = await self.collection.update_many(
-                ops.expired_filter(now), self._expire_update()
+                self._across(ops.expired_filter(now)), self._expire_update()
             )
         self.events.add("lease_expiries", result.modified_count)
         return result.modified_count
@@ -628,25 +754,33 @@ class AsyncMongoQueue(QueueCore):
         whose key is used by a waiting or running job stays failed
         (``DuplicateKeyConflict`` when one job was named).
         """
-        job_id = self._requeue_target(job)
         await self._ensure_ready()
+        job_id = None if job is None else self._requeue_target(job)
+        scope: dict[str, Any] = {}
+        if job_id is not None:
+            job_id, found = await self._scope(job)
+            if found is None:
+                return 0
+            scope = found
         with driver_errors():
             if job_id is not None:
                 try:
                     result = await self.collection.update_one(
-                        ops.requeue_filter(job_id), ops.requeue_update()
+                        {**scope, **ops.requeue_filter(job_id)}, ops.requeue_update()
                     )
                 except pymongo.errors.DuplicateKeyError as exc:
                     raise self._requeue_conflict(job_id) from exc
                 return result.modified_count
             # One update per failed job, unordered: a job whose key a ready job holds
             # stays failed alone, and the counts say how many the others were.
-            cursor = self.collection.find(ops.requeue_filter(), {"_id": 1})
-            ids = [doc["_id"] async for doc in cursor]
-            if not ids:
+            cursor = self.collection.find(ops.requeue_filter(), {"_id": 1, parts.PARTITION: 1})
+            failed = [doc async for doc in cursor]
+            if not failed:
                 return 0
             try:
-                written = await self.collection.bulk_write(ops.requeue_writes(ids), ordered=False)
+                written = await self.collection.bulk_write(
+                    self._requeue_writes(failed), ordered=False
+                )
             except pymongo.errors.BulkWriteError as exc:
                 return self._requeued_despite(exc)
             return written.modified_count
@@ -658,9 +792,12 @@ class AsyncMongoQueue(QueueCore):
         job is left alone: the delete is filtered on the waiting state, so it
         cannot race a claim.
         """
-        job_id = self._cancel_target(job)
+        self._cancel_target(job)
+        job_id, scope = await self._scope(job)
+        if scope is None:
+            return False
         with driver_errors():
-            result = await self.collection.delete_one(ops.cancel_filter(job_id))
+            result = await self.collection.delete_one({**scope, **ops.cancel_filter(job_id)})
         return result.deleted_count == 1
 
     async def request_cancel(self, job: AsyncJob | Any, *, keep: float | timedelta = 0) -> str:
@@ -672,33 +809,37 @@ class AsyncMongoQueue(QueueCore):
         next heartbeat (``job.cancel_requested``) and ends it as cancelled. A job
         that is failed, finished or unknown is left alone (``""``).
         """
-        job_id = self._cancel_target(job)
+        self._cancel_target(job)
         keep_ms = self._keep_ms(keep)
+        job_id, scope = await self._scope(job)
+        if scope is None:
+            return ""
         with driver_errors():
             if keep_ms == 0:
                 waiting = (
-                    await self.collection.delete_one(ops.cancel_filter(job_id))
+                    await self.collection.delete_one({**scope, **ops.cancel_filter(job_id)})
                 ).deleted_count
             else:
                 waiting = (
                     await self.collection.update_one(
-                        ops.cancel_filter(job_id), ops.cancelled_update(keep_ms)
+                        {**scope, **ops.cancel_filter(job_id)}, ops.cancelled_update(keep_ms)
                     )
                 ).modified_count
             if waiting:
                 return "cancelled"
             running = await self.collection.update_one(
-                ops.request_cancel_filter(job_id), ops.request_cancel_update()
+                {**scope, **ops.request_cancel_filter(job_id)}, ops.request_cancel_update()
             )
             return "requested" if running.matched_count else ""
 
     async def status(self, job_id: Any) -> JobStatus:
         """The status of any job by id: its state (see :mod:`mongoqueue.status`),
         attempts, last error, server timestamps and result where kept."""
+        partition = None
         if isinstance(job_id, JobData):
-            job_id = job_id.id
+            job_id, partition = self._job_target(job_id)
         with driver_errors():
-            doc = await self.collection.find_one(ops.by_id(job_id))
+            doc = await self.collection.find_one(self._in(ops.by_id(job_id), partition))
         return self._status(job_id, doc, await self._now())
 
     async def purge_failed(self) -> int:

@@ -71,6 +71,7 @@ from .httpauth import (
     require_auth,
 )
 from .job import Job
+from .partitions import META_COLLECTION, recorded_partitions
 from .presence import read_workers
 from .queue import MongoQueue
 from .retry import RetryPolicy
@@ -141,7 +142,15 @@ class Settings:
 
     def queue(self, consumer_id: str | None = None, **options: Any) -> MongoQueue:
         collection = self.client()[self.db][self.collection]
+        options.setdefault("partitions", self.partitions())
         return MongoQueue(collection, self.consumer(consumer_id), **options)
+
+    def partitions(self) -> int:
+        """The queue's recorded count of partitions (1 when none is recorded)."""
+        database = self.client()[self.db]
+        with driver_errors():
+            record = database[META_COLLECTION].find_one({"_id": self.collection})
+        return recorded_partitions(record)
 
     def close(self) -> None:
         if self._client is not None:

@@ -13,6 +13,7 @@ Hierarchy::
     │                                          already holds that deduplication key
     ├── LeaseLost                              this handle no longer holds its job
     ├── IndexConflict                          an index of ours exists with other options
+    ├── PartitionMismatch                      ``partitions=`` differs from the queue's record
     ├── QueueUnavailable                       transient: try again later (see below)
     ├── OperationFailed                        permanent: the server refused the operation
     ├── httpauth.PortInUse                     a dashboard or metrics port is already taken
@@ -79,6 +80,7 @@ __all__ = [
     "NotBSON",
     "OldFormatDocuments",
     "OperationFailed",
+    "PartitionMismatch",
     "PayloadTooLarge",
     "QueueUnavailable",
     "classify",
@@ -126,6 +128,11 @@ class LeaseLost(MongoQueueError):
     Raised by ``complete``, ``error``, ``progress`` and ``release`` when the lease
     expired and the job was claimed again, or when the job was already finished.
     """
+
+
+class PartitionMismatch(MongoQueueError):
+    """The queue was configured with another count of partitions than its collection's
+    record (see :mod:`mongoqueue.partitions`)."""
 
 
 class IndexConflict(MongoQueueError):

@@ -25,6 +25,7 @@ from pymongo.collection import Collection
 from . import migration
 from . import migration_operations as mops
 from . import operations as ops
+from . import partitions as parts
 from ._core import (
     DEFAULT_RETRY,
     KEY_RETRIES,
@@ -68,6 +69,11 @@ class MongoQueue(QueueCore):
     requeued or purged. ``retry`` sets the backoff between deliveries: by default
     none, as in mongoqueue 0.7.2 (a failed job is available again at once);
     ``retry=RetryPolicy(...)`` (or ``DEFAULT_RETRY``) backs off.
+    ``partitions=P`` (P > 1) spreads the jobs over P partitions that a sharded
+    cluster can place on different shards, every operation on one job targeted at
+    its partition (see :mod:`mongoqueue.partitions` and the sharding guide); the
+    order is then kept within each partition, not across. Every producer and
+    consumer of a queue must use the same count (checked against the database).
     :class:`~mongoqueue.MongoQueue` and :class:`~mongoqueue.AsyncMongoQueue`
     (on pymongo's asyncio client, every method a coroutine) are twins with the
     same settings, methods, semantics and errors; sync and async consumers may
@@ -82,9 +88,10 @@ class MongoQueue(QueueCore):
         max_attempts: int = 3,
         *,
         retry: RetryPolicy = QUEUE_DEFAULT_RETRY,
+        partitions: int = 1,
     ) -> None:
         check_queue_collection(collection, "MongoQueue")
-        super().__init__(consumer_id, timeout, max_attempts, retry)
+        super().__init__(consumer_id, timeout, max_attempts, retry, partitions)
         # Every read the queue makes decides something (a batch fetch, a key lookup):
         # it goes to the primary whatever the client's read preference.
         self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY)
@@ -100,7 +107,7 @@ class MongoQueue(QueueCore):
         self._check_format()  # before any write: a 0.7 collection gets nothing
         with driver_errors():
             try:
-                self.collection.create_indexes(ops.indexes())
+                self.collection.create_indexes(self._indexes())
             except pymongo.errors.OperationFailure as exc:
                 conflict = self._index_conflict(exc, self.collection.full_name)
                 if conflict is None:
@@ -127,11 +134,57 @@ class MongoQueue(QueueCore):
         """
         if self._format_checked:
             return
+        self._check_partitions()
         with driver_errors():
             if self.collection.find_one(mops.OLD_FORMAT, {"_id": 1}) is not None:
                 count = self.collection.count_documents(mops.OLD_FORMAT)
                 raise mops.old_format_error(count, self.collection.full_name)
         self._format_checked = True
+
+    def _check_partitions(self) -> None:
+        """Refuse to run with another count of partitions than the queue's record.
+
+        Once per queue object, before its first use: a partitioned queue records
+        its count at first use (an insert with a unique ``_id``, so two first users
+        agree) and refuses a collection of unpartitioned jobs; an unpartitioned one
+        refuses a collection recorded as partitioned.
+        """
+        if self._partitions_checked:
+            return
+        meta = self.collection.database.get_collection(
+            parts.META_COLLECTION, read_preference=ReadPreference.PRIMARY
+        )
+        name = self.collection.name
+        with driver_errors():
+            record = meta.find_one({"_id": name})
+            if record is None and self._partitions > 1:
+                if self.collection.find_one(parts.UNPARTITIONED, {"_id": 1}) is not None:
+                    raise parts.unpartitioned_jobs_error(name, self._partitions)
+                record = parts.meta_document(name, self._partitions)
+                try:
+                    meta.insert_one(record)
+                except pymongo.errors.DuplicateKeyError:
+                    record = meta.find_one({"_id": name})
+        parts.check_record(name, self._partitions, record)
+        self._partitions_checked = True
+
+    def _scope(self, job: Job | Any) -> tuple[Any, dict[str, Any] | None]:
+        """The id of a job named by handle or id, and the filter of its partition.
+
+        ``{}`` in an unpartitioned queue; ``None`` when a partitioned queue has no
+        such job. An id from outside carries no partition: it is looked up by one
+        read sent to every partition (untargeted), the write that follows is targeted.
+        """
+        job_id, partition = self._job_target(job)
+        if self._partitions == 1:
+            return job_id, {}
+        if partition is None:
+            with driver_errors():
+                found = self.collection.find_one(ops.by_id(job_id), {parts.PARTITION: 1})
+            if found is None or parts.PARTITION not in found:
+                return job_id, None
+            partition = found[parts.PARTITION]
+        return job_id, {parts.PARTITION: partition}
 
     def _now(self) -> datetime:
         """The server's current time, estimated (see :mod:`mongoqueue.clock`)."""
@@ -181,7 +234,9 @@ class MongoQueue(QueueCore):
                     if "key" not in doc:
                         raise
                 existing = self.collection.find_one(
-                    ops.active_key_filter(doc["key"]), {"_id": 1}, session=session
+                    self._of_job(ops.active_key_filter(doc["key"]), doc),
+                    {"_id": 1},
+                    session=session,
                 )
                 if existing is not None:
                     return existing["_id"]
@@ -219,13 +274,47 @@ class MongoQueue(QueueCore):
         """One claim: the best claimable job, or None.
 
         The claim is served by ``ops.CLAIM_INDEX`` (equality on state, then the
-        sort: priority, visible_at, _id): see that index's comment.
+        sort: priority, visible_at, _id): see that index's comment. A partitioned
+        queue claims in one partition (equality, then the same index): the one it
+        last claimed from (first its home partition), else one a probe found.
         """
         self._ensure_ready()
+        if self._partitions == 1:
+            return self._claim_in(None)
+        job = self._claim_in(self._claim_partition)
+        for _ in range(parts.MAX_PROBES):
+            if job is not None:
+                return job
+            partition = self._probe(self._now())
+            if partition is None:
+                return None
+            self._claim_partition = partition
+            job = self._claim_in(partition)
+        return job
+
+    def _probe(self, now: datetime) -> int | None:
+        """A partition holding a due job, from a random start; None if none has one.
+
+        At most two reads of the claim index (no write), each sent to every
+        partition: an idle consumer's claim costs one targeted claim plus these,
+        never a claim per partition.
+        """
+        claim = ops.claim_filter(now)
+        with driver_errors():
+            for candidates in self._probe_ranges():
+                found = self.collection.find_one(
+                    parts.probe_filter(claim, candidates), {parts.PARTITION: 1}
+                )
+                if found is not None:
+                    return int(found[parts.PARTITION])
+        return None
+
+    def _claim_in(self, partition: int | None) -> Job | None:
+        """One claim in ``partition`` (None: the unpartitioned queue)."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 token = self._new_token()
-                claim = ops.claim_filter(self._now())
+                claim = self._in(ops.claim_filter(self._now()), partition)
                 sent_at = time.monotonic()
                 doc = self.collection.find_one_and_update(
                     claim,
@@ -312,7 +401,10 @@ class MongoQueue(QueueCore):
                         return job
                     empty = None
                     if wake.probe_due():
-                        empty = self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                        empty = (
+                            self.collection.find_one(self._across(ops.size_filter()), {"_id": 1})
+                            is None
+                        )
                     wake.idle(empty)
                 if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
                     deadline.remaining()
@@ -363,11 +455,31 @@ class MongoQueue(QueueCore):
         n = self._check_batch_size(n)
         self._ensure_ready()
         jobs: list[Job] = []
+        if self._partitions == 1:
+            self._batch_in(n, jobs, None)
+            return jobs
+        # A partitioned queue fills the batch from one partition at a time, as next().
+        partition: int | None = self._claim_partition
+        for _ in range(parts.MAX_PROBES + 1):
+            self._batch_in(n, jobs, partition)
+            if len(jobs) >= n:
+                break
+            partition = self._probe(self._now())
+            if partition is None:
+                break
+            self._claim_partition = partition
+        return jobs
+
+    def _batch_in(self, n: int, jobs: list[Job], partition: int | None) -> None:
+        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one partition."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 now = self._now()
                 cursor = self.collection.find(
-                    ops.claim_filter(now), {"_id": 1}, sort=ops.CLAIM_SORT, limit=n - len(jobs)
+                    self._in(ops.claim_filter(now), partition),
+                    {"_id": 1},
+                    sort=ops.CLAIM_SORT,
+                    limit=n - len(jobs),
                 )
                 ids = [doc["_id"] for doc in cursor]
                 if not ids:
@@ -375,16 +487,18 @@ class MongoQueue(QueueCore):
                 prefix = self._new_token()
                 sent_at = time.monotonic()
                 try:
-                    result = self.collection.update_many(*self._batch_update(now, ids, prefix))
+                    result = self.collection.update_many(
+                        *self._batch_update(now, ids, prefix, partition)
+                    )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
-                    docs = self._recover_batch(ids, prefix)
+                    docs = self._recover_batch(ids, prefix, partition)
                     if not docs and not jobs:
                         raise
                     jobs.extend(Job(self, doc) for doc in docs)
                     break
                 received_at = time.monotonic()
-                won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+                won = self.collection.find(self._batch_fetch_filter(ids, prefix, partition))
                 docs = self._in_claim_order(ids, [doc for doc in won])
                 if docs:
                     self._observe_claim(docs[0], sent_at, received_at)
@@ -392,12 +506,13 @@ class MongoQueue(QueueCore):
                 expiries = self._batch_expiries(result.modified_count, len(docs))
                 if not expiries or len(jobs) >= n:
                     break
-        return jobs
 
-    def _recover_batch(self, ids: list[Any], prefix: str) -> list[Any]:
+    def _recover_batch(
+        self, ids: list[Any], prefix: str, partition: int | None = None
+    ) -> list[Any]:
         """The jobs a batch claim whose reply was lost did claim ([] if unknown)."""
         try:
-            won = self.collection.find(self._batch_fetch_filter(ids, prefix))
+            won = self.collection.find(self._batch_fetch_filter(ids, prefix, partition))
             return self._in_claim_order(ids, [doc for doc in won])
         except pymongo.errors.PyMongoError:
             return []
@@ -417,11 +532,15 @@ class MongoQueue(QueueCore):
         with driver_errors():
             if update is None:
                 done = (
-                    self.collection.delete_one(ops.held(job.id, token), session=session)
+                    self.collection.delete_one(
+                        self._of_job(ops.held(job.id, token), job.data), session=session
+                    )
                 ).deleted_count
             else:
                 done = (
-                    self.collection.update_one(ops.held(job.id, token), update, session=session)
+                    self.collection.update_one(
+                        self._of_job(ops.held(job.id, token), job.data), update, session=session
+                    )
                 ).matched_count
         if not done:
             raise self._lease_lost_in_session(job, action)
@@ -431,7 +550,7 @@ class MongoQueue(QueueCore):
         token = self._token_of(job, action)
         with driver_errors():
             doc = self.collection.find_one_and_update(
-                ops.held(job.id, token),
+                self._of_job(ops.held(job.id, token), job.data),
                 update,
                 projection=ops.METADATA_PROJECTION,
                 return_document=ReturnDocument.AFTER,
@@ -441,7 +560,9 @@ class MongoQueue(QueueCore):
         return self._after_fenced(job, doc)
 
     def _raise_lease_lost(self, job: Job, action: str) -> NoReturn:
-        current = self.collection.find_one({"_id": job.id}, ops.METADATA_PROJECTION)
+        current = self.collection.find_one(
+            self._of_job({"_id": job.id}, job.data), ops.METADATA_PROJECTION
+        )
         raise self._lease_lost(job, action, current)
 
     def _complete(
@@ -462,7 +583,7 @@ class MongoQueue(QueueCore):
             return self._after_complete(job)
         token = self._token_of(job, "complete")
         with driver_errors():
-            result = self.collection.delete_one(ops.held(job.id, token))
+            result = self.collection.delete_one(self._of_job(ops.held(job.id, token), job.data))
             if result.deleted_count == 0:
                 self._raise_lease_lost(job, "complete")
         return self._after_complete(job)
@@ -495,7 +616,7 @@ class MongoQueue(QueueCore):
         """Jobs in the queue: waiting, delayed, running or failed (as 0.7.2 counted)."""
         self._check_format()
         with driver_errors():
-            return self.collection.count_documents(ops.size_filter())
+            return self.collection.count_documents(self._across(ops.size_filter()))
 
     def _count_all(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         """One ``count_documents`` per filter, each walking the index that serves it."""
@@ -512,7 +633,7 @@ class MongoQueue(QueueCore):
 
     def _count_each(self, filters: dict[str, dict[str, Any]]) -> dict[str, int]:
         return {
-            name: self.collection.count_documents(query, hint=ops.count_hint(query))
+            name: self.collection.count_documents(self._across(query), hint=self._count_hint(query))
             for name, query in filters.items()
         }
 
@@ -535,10 +656,15 @@ class MongoQueue(QueueCore):
         return ops.counts_from(self._count_all(ops.count_filters(self._now())))
 
     def get(self, job_id: Any) -> Job | None:
-        """A snapshot of one job (not a claim), or None."""
+        """A snapshot of one job (not a claim), or None.
+
+        In a partitioned queue a handle is read from its partition; an id is read
+        from every partition (one untargeted read).
+        """
         self._check_format()
+        job_id, partition = self._job_target(job_id)
         with driver_errors():
-            doc = self.collection.find_one(ops.by_id(self._id_value(job_id)))
+            doc = self.collection.find_one(self._in(ops.by_id(job_id), partition))
         return None if doc is None else self._snapshot(Job(self, doc))
 
     def failed(self, limit: int | None = None) -> list[Job]:
@@ -574,7 +700,7 @@ class MongoQueue(QueueCore):
         limit = self._check_limit(limit)
         query = self._listing_query(state, self._now(), key, locked_by, priority, after)
         with driver_errors():
-            cursor = self.collection.find(query, sort=ops.LISTING_SORT)
+            cursor = self.collection.find(self._across(query), sort=ops.LISTING_SORT)
             if limit is not None:
                 cursor = cursor.limit(limit)
             return [self._snapshot(Job(self, doc)) for doc in cursor]
@@ -600,7 +726,9 @@ class MongoQueue(QueueCore):
         self._ensure_ready()
         now = self._now()
         with driver_errors():
-            result = self.collection.update_many(ops.expired_filter(now), self._expire_update())
+            result = self.collection.update_many(
+                self._across(ops.expired_filter(now)), self._expire_update()
+            )
         self.events.add("lease_expiries", result.modified_count)
         return result.modified_count
 
@@ -612,25 +740,31 @@ class MongoQueue(QueueCore):
         whose key is used by a waiting or running job stays failed
         (``DuplicateKeyConflict`` when one job was named).
         """
-        job_id = self._requeue_target(job)
         self._ensure_ready()
+        job_id = None if job is None else self._requeue_target(job)
+        scope: dict[str, Any] = {}
+        if job_id is not None:
+            job_id, found = self._scope(job)
+            if found is None:
+                return 0
+            scope = found
         with driver_errors():
             if job_id is not None:
                 try:
                     result = self.collection.update_one(
-                        ops.requeue_filter(job_id), ops.requeue_update()
+                        {**scope, **ops.requeue_filter(job_id)}, ops.requeue_update()
                     )
                 except pymongo.errors.DuplicateKeyError as exc:
                     raise self._requeue_conflict(job_id) from exc
                 return result.modified_count
             # One update per failed job, unordered: a job whose key a ready job holds
             # stays failed alone, and the counts say how many the others were.
-            cursor = self.collection.find(ops.requeue_filter(), {"_id": 1})
-            ids = [doc["_id"] for doc in cursor]
-            if not ids:
+            cursor = self.collection.find(ops.requeue_filter(), {"_id": 1, parts.PARTITION: 1})
+            failed = [doc for doc in cursor]
+            if not failed:
                 return 0
             try:
-                written = self.collection.bulk_write(ops.requeue_writes(ids), ordered=False)
+                written = self.collection.bulk_write(self._requeue_writes(failed), ordered=False)
             except pymongo.errors.BulkWriteError as exc:
                 return self._requeued_despite(exc)
             return written.modified_count
@@ -642,9 +776,12 @@ class MongoQueue(QueueCore):
         job is left alone: the delete is filtered on the waiting state, so it
         cannot race a claim.
         """
-        job_id = self._cancel_target(job)
+        self._cancel_target(job)
+        job_id, scope = self._scope(job)
+        if scope is None:
+            return False
         with driver_errors():
-            result = self.collection.delete_one(ops.cancel_filter(job_id))
+            result = self.collection.delete_one({**scope, **ops.cancel_filter(job_id)})
         return result.deleted_count == 1
 
     def request_cancel(self, job: Job | Any, *, keep: float | timedelta = 0) -> str:
@@ -656,31 +793,37 @@ class MongoQueue(QueueCore):
         next heartbeat (``job.cancel_requested``) and ends it as cancelled. A job
         that is failed, finished or unknown is left alone (``""``).
         """
-        job_id = self._cancel_target(job)
+        self._cancel_target(job)
         keep_ms = self._keep_ms(keep)
+        job_id, scope = self._scope(job)
+        if scope is None:
+            return ""
         with driver_errors():
             if keep_ms == 0:
-                waiting = (self.collection.delete_one(ops.cancel_filter(job_id))).deleted_count
+                waiting = (
+                    self.collection.delete_one({**scope, **ops.cancel_filter(job_id)})
+                ).deleted_count
             else:
                 waiting = (
                     self.collection.update_one(
-                        ops.cancel_filter(job_id), ops.cancelled_update(keep_ms)
+                        {**scope, **ops.cancel_filter(job_id)}, ops.cancelled_update(keep_ms)
                     )
                 ).modified_count
             if waiting:
                 return "cancelled"
             running = self.collection.update_one(
-                ops.request_cancel_filter(job_id), ops.request_cancel_update()
+                {**scope, **ops.request_cancel_filter(job_id)}, ops.request_cancel_update()
             )
             return "requested" if running.matched_count else ""
 
     def status(self, job_id: Any) -> JobStatus:
         """The status of any job by id: its state (see :mod:`mongoqueue.status`),
         attempts, last error, server timestamps and result where kept."""
+        partition = None
         if isinstance(job_id, JobData):
-            job_id = job_id.id
+            job_id, partition = self._job_target(job_id)
         with driver_errors():
-            doc = self.collection.find_one(ops.by_id(job_id))
+            doc = self.collection.find_one(self._in(ops.by_id(job_id), partition))
         return self._status(job_id, doc, self._now())
 
     def purge_failed(self) -> int:

@@ -1,10 +1,10 @@
 """Consumer programs that tests run as separate OS processes.
 
-``python -m tests.integration.consumers race URI DB COLLECTION NAME SEED``
+``python -m tests.integration.consumers race URI DB COLLECTION NAME SEED [PARTITIONS]``
     claims jobs until the queue is empty, completing most and releasing some at
     random; prints one JSON line per claim: the job id, the processing window on
     the machine's monotonic clock, and how the hold ended.
-``python -m tests.integration.consumers hold URI DB COLLECTION TIMEOUT``
+``python -m tests.integration.consumers hold URI DB COLLECTION TIMEOUT [PARTITIONS]``
     claims one job, prints its document as JSON, then hangs (to be killed).
 """
 
@@ -21,10 +21,12 @@ from pymongo import MongoClient
 from mongoqueue import NO_BACKOFF, LeaseLost, MongoQueue
 
 
-def race(uri: str, db: str, coll: str, name: str, seed: str) -> None:
+def race(uri: str, db: str, coll: str, name: str, seed: str, partitions: str = "1") -> None:
     rng = random.Random(seed)
     client: MongoClient = MongoClient(uri)
-    queue = MongoQueue(client[db][coll], name, timeout=120, retry=NO_BACKOFF)
+    queue = MongoQueue(
+        client[db][coll], name, timeout=120, retry=NO_BACKOFF, partitions=int(partitions)
+    )
     idle_since = None
     while True:
         job = queue.next()
@@ -56,9 +58,15 @@ def race(uri: str, db: str, coll: str, name: str, seed: str) -> None:
     client.close()
 
 
-def hold(uri: str, db: str, coll: str, timeout: str) -> None:
+def hold(uri: str, db: str, coll: str, timeout: str, partitions: str = "1") -> None:
     client: MongoClient = MongoClient(uri)
-    queue = MongoQueue(client[db][coll], "doomed", timeout=float(timeout), retry=NO_BACKOFF)
+    queue = MongoQueue(
+        client[db][coll],
+        "doomed",
+        timeout=float(timeout),
+        retry=NO_BACKOFF,
+        partitions=int(partitions),
+    )
     job = queue.next()
     print(json_util.dumps(job.data if job else None), flush=True)
     while True:

@@ -74,6 +74,8 @@ from ..errors import (
 )
 from ..httpauth import BasicAuth, TrustedProxy
 from ..metrics import DepthCollector, UpCollector
+from ..partitions import CLAIM_INDEX as _P_CLAIM
+from ..partitions import META_COLLECTION, recorded_partitions
 from ..presence import read_activity, read_workers
 from ..queue import MongoQueue
 from . import queries
@@ -118,7 +120,7 @@ def is_queue(db: Database[Any], name: str) -> bool:
             if exc.code == NAMESPACE_NOT_FOUND:
                 return False
             raise
-    return not names.isdisjoint(ops.CLAIM_INDEX_NAMES)
+    return not names.isdisjoint((*ops.CLAIM_INDEX_NAMES, _P_CLAIM.document["name"]))
 
 
 def find_queues(db: Database[Any]) -> list[str]:
@@ -235,7 +237,11 @@ class Dashboard:
 
     def queue(self, name: str) -> MongoQueue:
         if name not in self._queues:
-            self._queues[name] = MongoQueue(self.db[name], self._consumer)
+            with driver_errors():
+                record = self.db[META_COLLECTION].find_one({"_id": name})
+            self._queues[name] = MongoQueue(
+                self.db[name], self._consumer, partitions=recorded_partitions(record)
+            )
         return self._queues[name]
 
     def all_queues(self) -> list[MongoQueue]:

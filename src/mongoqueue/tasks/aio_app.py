@@ -20,7 +20,7 @@ Coroutine tasks are awaited; plain functions run in a thread.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -59,6 +59,7 @@ class AsyncApp(AppCore):
         retry: RetryPolicy = DEFAULT_RETRY,
         keep_result: float | timedelta = DEFAULT_KEEP_RESULT,
         max_passes: int = DEFAULT_MAX_PASSES,
+        partitions: int | Mapping[str, int] = 1,
     ) -> None:
         if not isinstance(db, AsyncDatabase):
             raise InvalidArgumentType(
@@ -73,6 +74,7 @@ class AsyncApp(AppCore):
             retry=retry,
             keep_result=keep_result,
             max_passes=max_passes,
+            partitions=partitions,
         )
         self.db = db
         self._queues: dict[str, AsyncMongoQueue] = {}
@@ -121,7 +123,12 @@ class AsyncApp(AppCore):
                 name, codec_options=task_codec_options(self.db.codec_options)
             )
             queue = AsyncMongoQueue(
-                collection, self.consumer_id, self.timeout, self.max_attempts, retry=self.retry
+                collection,
+                self.consumer_id,
+                self.timeout,
+                self.max_attempts,
+                retry=self.retry,
+                partitions=self.partitions_of(name),
             )
             self._queues[name] = queue
         return queue

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, overload
 
@@ -35,6 +35,7 @@ from pymongo.database import Database
 
 from .._core import DEFAULT_RETRY
 from ..errors import InvalidArgument, InvalidArgumentType, driver_errors
+from ..partitions import check_partitions
 from ..queue import MongoQueue
 from ..retry import RetryPolicy
 from ..status import JobStatus
@@ -68,6 +69,18 @@ def task_codec_options(base: CodecOptions[Any]) -> CodecOptions[Any]:
     return base.with_options(tz_aware=True, tzinfo=timezone.utc)
 
 
+def _check_app_partitions(value: object) -> int | dict[str, int]:
+    if isinstance(value, Mapping):
+        for name in value:
+            if not isinstance(name, str):
+                raise InvalidArgumentType(
+                    "partitions must map queue names (str) to counts, "
+                    f"got a {type(name).__name__} key"
+                )
+        return {name: check_partitions(count) for name, count in value.items()}
+    return check_partitions(value)
+
+
 class AppCore:
     """Settings and registry shared by :class:`App` and ``AsyncApp``."""
 
@@ -83,8 +96,12 @@ class AppCore:
         retry: RetryPolicy,
         keep_result: float | timedelta,
         max_passes: int,
+        partitions: int | Mapping[str, int] = 1,
     ) -> None:
         self.registry = Registry()
+        #: ``partitions=``: one count for every queue of the app, or counts by queue
+        #: name (queues not named are unpartitioned); see :mod:`mongoqueue.partitions`.
+        self.partitions = _check_app_partitions(partitions)
         self.default_queue = default_queue
         self.consumer_id = consumer_id or default_consumer_id()
         self.timeout = check_seconds("timeout", timeout, allow_zero=False)
@@ -95,6 +112,12 @@ class AppCore:
         self.keep_result = check_seconds("keep_result", keep_result, allow_zero=True)
         self.max_passes = check_positive_int("max_passes", max_passes)
         self.schedules: dict[str, Schedule] = {}
+
+    def partitions_of(self, queue: str) -> int:
+        """The count of partitions of the app's queue ``queue``."""
+        if isinstance(self.partitions, int):
+            return self.partitions
+        return self.partitions.get(queue, 1)
 
     @staticmethod
     def _task_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +238,9 @@ class App(AppCore):
     layer backs off by default). ``keep_result``: seconds a completed job and
     its result are kept (default one day; 0 deletes on completion).
     ``max_passes``: deliveries of an unknown task before it fails.
+    ``partitions``: partitions of the app's queues (for a sharded cluster: see
+    the sharding guide), one count for every queue or a mapping of queue names to
+    counts (queues not in it are unpartitioned); default 1, unpartitioned.
     """
 
     def __init__(
@@ -228,6 +254,7 @@ class App(AppCore):
         retry: RetryPolicy = DEFAULT_RETRY,
         keep_result: float | timedelta = DEFAULT_KEEP_RESULT,
         max_passes: int = DEFAULT_MAX_PASSES,
+        partitions: int | Mapping[str, int] = 1,
     ) -> None:
         if not isinstance(db, Database):
             raise InvalidArgumentType(
@@ -242,6 +269,7 @@ class App(AppCore):
             retry=retry,
             keep_result=keep_result,
             max_passes=max_passes,
+            partitions=partitions,
         )
         self.db = db
         self._queues: dict[str, MongoQueue] = {}
@@ -298,7 +326,12 @@ class App(AppCore):
                 name, codec_options=task_codec_options(self.db.codec_options)
             )
             queue = MongoQueue(
-                collection, self.consumer_id, self.timeout, self.max_attempts, retry=self.retry
+                collection,
+                self.consumer_id,
+                self.timeout,
+                self.max_attempts,
+                retry=self.retry,
+                partitions=self.partitions_of(name),
             )
             self._queues[name] = queue
         return queue
