@@ -409,6 +409,47 @@ class QueueCore:
         return job.data
 
     @staticmethod
+    def _complete_many_targets(
+        jobs: object, job_type: type, queue: object
+    ) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """Check ``complete_many``'s argument: its jobs (a list), and the ``(id, token)``
+        of each one this handle still holds (those a write is sent for)."""
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
+            raise InvalidArgumentType(
+                f"complete_many() takes a list of jobs, got {type(jobs).__name__}"
+            )
+        jobs = list(jobs)
+        held: list[tuple[Any, str]] = []
+        for job in jobs:
+            if not isinstance(job, JobData) or not isinstance(job, job_type):
+                raise InvalidArgumentType(
+                    f"complete_many() takes jobs claimed from this queue, got {job!r}"
+                )
+            if getattr(job, "queue", None) is not queue:
+                raise InvalidArgumentType(
+                    f"complete_many() takes jobs claimed from this queue, got {job!r}"
+                )
+            if job._token is not None:
+                held.append((job.id, job._token))
+        return jobs, held
+
+    @staticmethod
+    def _after_complete_many(jobs: list[Any], present: list[Any]) -> list[bool]:
+        """Each job's outcome after ``complete_many``: True when it is completed (gone
+        from the queue), False when this handle no longer held it (lease lost)."""
+        outcomes = []
+        for job in jobs:
+            if QueueCore._completed_by(job):
+                outcomes.append(True)
+            elif job._token is None or job.id in present:
+                job._token = None
+                outcomes.append(False)
+            else:
+                QueueCore._after_complete(job)
+                outcomes.append(True)
+        return outcomes
+
+    @staticmethod
     def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Take the reply of a fenced update: fresh metadata; keep the token if still held.
 

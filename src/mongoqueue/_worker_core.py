@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .activity import ActivityBuffer
 from .errors import InvalidArgument, InvalidArgumentType, LeaseLost, MongoQueueError
-from .job import JobData
+from .job import JobData, lease_lost_message
 from .validation import check_positive_int, check_seconds
 
 __all__ = [
@@ -142,8 +142,14 @@ class WorkerCore:
         idle_wait: object,
         handle_signals: object,
         observer: Any,
+        prefetch: object = None,
+        batch_acks: object = True,
     ) -> None:
         self.concurrency = check_positive_int("concurrency", concurrency)
+        #: Claimed jobs a worker keeps ready beyond its free slots (see :mod:`.prefetch`).
+        self.prefetch = self.concurrency if prefetch is None else check_prefetch(prefetch)
+        #: Completions go to the server in batches (``complete_many``).
+        self.batch_acks = bool(batch_acks)
         if heartbeat is None:
             heartbeat = timeout / 3
         self.heartbeat = check_seconds("heartbeat", heartbeat, allow_zero=False)
@@ -184,6 +190,20 @@ class WorkerCore:
                 self.counts["abandoned"] += 1
         self.activity.add(self.queue_name, outcome)
         self._observe(running, outcome)
+
+    def _acked(self, running: RunningState[J], outcome: bool | MongoQueueError) -> None:
+        """A batched completion came back: count, observe and log it as one job."""
+        if outcome is not True:
+            job = running.job
+            exc = (
+                outcome
+                if isinstance(outcome, MongoQueueError)
+                else LeaseLost(lease_lost_message(job.id, "complete", None))
+            )
+            running.settle_failed(exc)
+        self._record(running, running.settled or "completed")
+        if running.settled == "completed":
+            log_completed(running)
 
     def _observe(self, running: RunningState[J], outcome: str) -> None:
         """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""
@@ -237,6 +257,21 @@ def result_of(job: JobData, settled: str) -> str:
     if settled in ("failed", "abandoned"):
         return "failed" if job.state == "failed" else "retried"
     return settled
+
+
+#: The largest prefetch buffer a worker accepts.
+MAX_PREFETCH = 1000
+
+
+def check_prefetch(value: object) -> int:
+    """``prefetch``: an int from 0 (claim one job per free slot, no buffer) to 1000."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(f"prefetch must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_PREFETCH:
+        raise InvalidArgument(
+            f"prefetch must be from 0 (no prefetching) to {MAX_PREFETCH}, got {value!r}"
+        )
+    return value
 
 
 def signal_name(signum: int) -> str:

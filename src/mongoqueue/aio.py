@@ -411,6 +411,31 @@ class AsyncMongoQueue(QueueCore):
                 await self._raise_lease_lost(job, "complete")
         return self._after_complete(job)
 
+    async def complete_many(self, jobs: Iterable[AsyncJob]) -> list[bool]:
+        """Complete several held jobs in one round trip; returns each job's outcome.
+
+        One unordered ``bulk_write`` of fenced deletes, each with its own job's
+        lease token (the filter ``complete()`` uses), so a lost lease on one job
+        does not stop the others. ``outcomes[i]`` is True when ``jobs[i]`` is
+        completed (gone from the queue), False when its handle no longer held it
+        (its lease expired and it was claimed again, or it was released or
+        failed): that job was not completed by this call and the handle lets go.
+        A handle that already completed its job counts as True and sends nothing.
+        Only when fewer jobs were deleted than sent does it read which are still
+        there (a second round trip). A job whose lease was taken over and that
+        its new holder already completed is gone too, and counts as True.
+        """
+        jobs, held = self._complete_many_targets(jobs, AsyncJob, self)
+        present: list[Any] = []
+        if held:
+            with driver_errors():
+                result = await self.collection.bulk_write(ops.complete_writes(held), ordered=False)
+                if result.deleted_count < len(held):
+                    ids = [job_id for job_id, _ in held]
+                    left = self.collection.find(ops.ids_filter(ids), {"_id": 1})
+                    present = [doc["_id"] async for doc in left]
+        return self._after_complete_many(jobs, present)
+
     async def _error(self, job: AsyncJob, message: str | None) -> None:
         await self._fenced(job, "record an error for", self._error_update(message))
 

@@ -62,7 +62,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, UpdateOne
 
 from .errors import InvalidArgument
 from .retry import RetryPolicy
@@ -74,6 +74,7 @@ __all__ = [
     "cancel_filter",
     "claim_filter",
     "claim_update",
+    "complete_writes",
     "count_filters",
     "count_hint",
     "counts_from",
@@ -81,6 +82,7 @@ __all__ = [
     "fail_update",
     "heartbeat_update",
     "held",
+    "ids_filter",
     "indexes",
     "listing_filter",
     "new_job",
@@ -376,6 +378,17 @@ def batch_tokens(prefix: str, ids: list[Any]) -> list[str]:
 def held(job_id: Any, token: str) -> Doc:
     """The job, but only while ``token`` still holds it (the fence)."""
     return {"_id": job_id, "lease_token": token}
+
+
+def complete_writes(held_jobs: list[tuple[Any, str]]) -> list[DeleteOne]:
+    """``complete_many()``: one fenced delete per ``(job id, token)``, each with the
+    filter ``complete()`` uses (``held``), sent together in one unordered bulk write."""
+    return [DeleteOne(held(job_id, token)) for job_id, token in held_jobs]
+
+
+def ids_filter(job_ids: list[Any]) -> Doc:
+    """The jobs with these ids (which of a batch are still there after it)."""
+    return {"_id": {"$in": job_ids}}
 
 
 def fail_update(

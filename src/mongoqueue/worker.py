@@ -73,6 +73,7 @@ from ._worker_core import (
 from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
 from .job import Job, exception_message
+from .prefetch import Acknowledger, PrefetchBuffer, buffer_max_age, claim_size
 from .presence import WorkerPresence
 from .queue import MongoQueue
 
@@ -122,6 +123,8 @@ class Worker(WorkerCore):
         idle_wait: float = 1.0,
         handle_signals: bool = True,
         observer: Observer | None = None,
+        prefetch: int | None = None,
+        batch_acks: bool = True,
     ) -> None:
         if not isinstance(queue, MongoQueue):
             raise InvalidArgumentType(f"queue must be a MongoQueue, got {type(queue).__name__}")
@@ -136,6 +139,8 @@ class Worker(WorkerCore):
             idle_wait=idle_wait,
             handle_signals=handle_signals,
             observer=observer,
+            prefetch=prefetch,
+            batch_acks=batch_acks,
         )
         self.queue = queue
         self.handler = handler
@@ -144,6 +149,13 @@ class Worker(WorkerCore):
         self._changed = threading.Condition()
         self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon, self._tick)
         self.queue_name = queue.collection.name
+        self._buffer: PrefetchBuffer[Job] = PrefetchBuffer(
+            buffer_max_age(queue.timeout, self.heartbeat)
+        )
+        self._dry = False  # the last batch claim found nothing: wait with next()
+        self._acks: Acknowledger[Job, RunningJob] | None = (
+            Acknowledger(queue.complete_many, self._acked) if self.batch_acks else None
+        )
         self._presence = WorkerPresence(
             queue.collection.database,
             queue.consumer_id,
@@ -201,6 +213,8 @@ class Worker(WorkerCore):
                 self.heartbeat,
             )
             self._heartbeat.start()
+            if self._acks is not None:
+                self._acks.start()
             self._presence.start()
             code = EXIT_OK
             try:
@@ -220,11 +234,12 @@ class Worker(WorkerCore):
         pause = 0.0
         while self._wait_for_slot():
             try:
-                job = self.queue.next(wait=self.idle_wait)
+                job, claimed_at = self._next_job()
                 if (
                     job is None
                     and self.burst
                     and self.running == 0
+                    and not self._buffer
                     and nothing_left(self.queue.stats())
                 ):
                     log_burst_done()
@@ -240,13 +255,35 @@ class Worker(WorkerCore):
             if self._stopping.is_set():
                 self._release_unstarted(job)
                 return
-            self._start(job)
+            self._start(job, claimed_at)
+
+    def _next_job(self) -> tuple[Job | None, float]:
+        """The next job to run and when it was claimed: from the prefetch buffer, else
+        a batch claim (free slots plus ``prefetch``), else a wait for one (``next``)."""
+        buffered = self._buffer.take()
+        if buffered is not None:
+            return buffered
+        if self.prefetch and not self._dry:
+            claimed_at = time.monotonic()
+            jobs = self.queue.next_batch(claim_size(self.concurrency, self.running, self.prefetch))
+            if jobs:
+                self._buffer.put(jobs[1:], claimed_at)
+                return jobs[0], claimed_at
+        claimed_at = time.monotonic()
+        job = self.queue.next(wait=self.idle_wait)
+        self._dry = job is None
+        return job, claimed_at
 
     def _wait_for_slot(self) -> bool:
         """Block until fewer than ``concurrency`` jobs run; False once stopping."""
-        with self._changed:
-            while len(self._active) >= self.concurrency and not self._stopping.is_set():
-                self._changed.wait(0.5)
+        tick = min(0.5, self._buffer.max_age / 2)
+        while True:
+            with self._changed:
+                if len(self._active) < self.concurrency or self._stopping.is_set():
+                    break
+                self._changed.wait(tick)
+            for job in self._buffer.stale(time.monotonic()):
+                self._release_unstarted(job)  # waited too long: back to the queue
         return not self._stopping.is_set()
 
     def _release_unstarted(self, job: Job) -> None:
@@ -257,8 +294,9 @@ class Worker(WorkerCore):
 
     # ------------------------------------------------------------------ one job
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, claimed_at: float) -> None:
         running = RunningJob(job)
+        running.last_beat = claimed_at  # its lease runs from the claim
         with self._changed:
             self._active[id(running)] = running
         self._heartbeat.add(running)
@@ -278,13 +316,25 @@ class Worker(WorkerCore):
             if running.settled == "failed":
                 log_failed(running, exc)
         else:
-            self._settle(running, "completed", job.complete)
-            if running.settled == "completed":
-                log_completed(running)
+            if not self._ack_later(running):
+                self._settle(running, "completed", job.complete)
+                if running.settled == "completed":
+                    log_completed(running)
         finally:
             if running.settled == "abandoned":
                 log_discarded(running)
             self._finished(running)
+
+    def _ack_later(self, running: RunningJob) -> bool:
+        """Hand a completion to the acknowledger (batched); False to complete it now."""
+        if self._acks is None:
+            return False
+        with running.lock:
+            if running.settled is not None or not running.job.held:
+                return False
+            running.claim("completed")
+        self._acks.add(running, running.job)
+        return True
 
     def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], object]) -> bool:
         try:
@@ -312,6 +362,8 @@ class Worker(WorkerCore):
 
     def _shutdown(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running jobs, then release the rest."""
+        for job in self._buffer.drain():  # prefetched, never started: attempts unchanged
+            self._release_unstarted(job)
         deadline = time.monotonic() + grace
         with self._changed:
             if self._active:
@@ -323,6 +375,8 @@ class Worker(WorkerCore):
             if self._settle(running, "released", running.job.release):
                 log_released(running)
             self._finished(running)
+        if self._acks is not None:
+            self._acks.close()  # the last completions are written before it returns
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
