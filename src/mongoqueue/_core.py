@@ -116,7 +116,9 @@ class QueueConfig:
     def lease_ms(self) -> int:
         return max(1, round(self.timeout * 1000))
 
-    def claim_update(self, token: str | dict[str, Any]) -> list[dict[str, Any]]:
+    def claim_update(
+        self, token: str | dict[str, Any], prefetched: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         return ops.claim_update(
             token,
             self.consumer_id,
@@ -124,6 +126,7 @@ class QueueConfig:
             self.max_attempts,
             self.retry,
             self.retry.draw_jitter(),
+            prefetched,
         )
 
 
@@ -358,16 +361,28 @@ class QueueCore:
         return Deadline(seconds) if seconds else None
 
     @staticmethod
+    def _check_hold(hold: object, n: int) -> int:
+        if isinstance(hold, bool) or not isinstance(hold, int):
+            raise InvalidArgumentType(f"hold must be an int, got {type(hold).__name__}")
+        if not 0 <= hold <= n:
+            raise InvalidArgument(f"hold must be from 0 to n ({n}), got {hold}")
+        return hold
+
+    @staticmethod
     def _check_batch_size(n: object) -> int:
         n = check_positive_int("n", n)
         if n > MAX_BATCH:
             raise InvalidArgument(f"n must be at most {MAX_BATCH}, got {n}")
         return n
 
-    def _batch_update(self, now: datetime, ids: list[Any], prefix: str) -> tuple[Any, Any]:
-        """Filter and update of a batch claim's second round trip."""
+    def _batch_update(
+        self, now: datetime, ids: list[Any], prefix: str, hold: int = 0
+    ) -> tuple[Any, Any]:
+        """Filter and update of a batch claim's second round trip; the last ``hold``
+        of ``ids`` are claimed prefetched (see ``next_batch``)."""
+        prefetched = None if hold <= 0 else ops.prefetched_unless(ids[: max(0, len(ids) - hold)])
         return {**ops.claim_filter(now), "_id": {"$in": ids}}, self._config.claim_update(
-            ops.batch_token(prefix)
+            ops.batch_token(prefix), prefetched
         )
 
     @staticmethod

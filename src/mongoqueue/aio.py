@@ -291,14 +291,19 @@ class AsyncMongoQueue(QueueCore):
                 return job
             await asyncio.sleep(backoff.next_interval(deadline.remaining()))
 
-    async def next_batch(self, n: int) -> list[AsyncJob]:
+    async def next_batch(self, n: int, *, hold: int = 0) -> list[AsyncJob]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
+
+        ``hold`` (a worker's prefetch): of the ``n``, the last ``hold`` are claimed
+        *prefetched*, to wait before they start: until :meth:`AsyncJob.start` is
+        called, an expiry of such a job's lease counts no attempt (it never ran).
 
         Expired leases met at the head are recorded (as ``next()`` does) and the
         claim goes on. If the reply of the batch update is lost, the jobs it
         claimed are fetched by their tokens (``prefix:id``) rather than stranded.
         """
         n = self._check_batch_size(n)
+        hold = self._check_hold(hold, n)
         await self._ensure_ready()
         jobs: list[AsyncJob] = []
         with driver_errors():
@@ -314,7 +319,7 @@ class AsyncMongoQueue(QueueCore):
                 sent_at = time.monotonic()
                 try:
                     result = await self.collection.update_many(
-                        *self._batch_update(now, ids, prefix)
+                        *self._batch_update(now, ids, prefix, hold - (n - len(jobs) - len(ids)))
                     )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
@@ -444,6 +449,9 @@ class AsyncMongoQueue(QueueCore):
 
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
+
+    async def _start(self, job: AsyncJob) -> None:
+        await self._fenced(job, "start", ops.start_update(self._config.lease_ms))
 
     async def _record_session(self, job: AsyncJob, session_id: Any) -> None:
         await self._fenced(job, "record the session of", self._record_session_update(session_id))
@@ -711,6 +719,12 @@ class AsyncJob(JobData):
         lease was already lost.
         """
         await self._queue._heartbeat(self)
+
+    async def start(self) -> None:
+        """Start a job claimed prefetched (``next_batch(hold=)``): extend its lease as
+        :meth:`heartbeat` does, and from now on an expiry of its lease counts an
+        attempt. A worker calls it before the handler runs; raises ``LeaseLost``."""
+        await self._queue._start(self)
 
     async def release(self) -> dict[str, Any]:
         """Put the job back in the queue at once; its attempts are unchanged.

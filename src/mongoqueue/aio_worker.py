@@ -307,9 +307,9 @@ class AsyncWorker(WorkerCore):
             return buffered
         if self.prefetch and not self._dry:
             claimed_at = time.monotonic()
-            jobs = await self.queue.next_batch(
-                claim_size(self.concurrency, self.running, self.prefetch)
-            )
+            free = self.concurrency - self.running
+            size = claim_size(self.concurrency, self.running, self.prefetch)
+            jobs = await self.queue.next_batch(size, hold=max(0, size - free))
             if jobs:
                 self._buffer.put(jobs[1:], claimed_at)
                 return jobs[0], claimed_at
@@ -374,6 +374,9 @@ class AsyncWorker(WorkerCore):
 
     async def _execute(self, running: AsyncRunningJob) -> None:
         job = running.job
+        if job.prefetched and not await self._start_prefetched(running):
+            self._finished(running)
+            return
         log_job_started(job)
         try:
             try:
@@ -400,6 +403,20 @@ class AsyncWorker(WorkerCore):
             if running.left_behind and running.settled == "abandoned":
                 log_discarded(running)
             self._finished(running)
+
+    async def _start_prefetched(self, running: AsyncRunningJob) -> bool:
+        """Mark a prefetched job started before its handler runs (see ``Worker``)."""
+        async with running.lock:
+            if running.settled is not None:
+                return False
+            try:
+                await running.job.start()
+                running.last_beat = time.monotonic()
+                return True
+            except MongoQueueError as exc:
+                running.settle_failed(exc)
+        self._record(running, "lost")
+        return False
 
     def _ack_later(self, running: AsyncRunningJob) -> bool:
         """Hand a completion to the acknowledger (batched); False to complete it now."""

@@ -86,11 +86,13 @@ __all__ = [
     "indexes",
     "listing_filter",
     "new_job",
+    "prefetched_unless",
     "progress_update",
     "release_update",
     "requeue_filter",
     "requeue_update",
     "requeue_writes",
+    "start_update",
     "state_filter",
     "stats_filters",
     "stats_from",
@@ -277,14 +279,21 @@ def _after_ms(ms: Doc | int) -> Doc:
     return {"$toDate": {"$add": [{"$toLong": "$$NOW"}, ms]}}
 
 
-def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -> tuple[Doc, Doc]:
+#: A lease expiry counts one attempt, except on a job claimed ``prefetched`` that its
+#: holder never started (it sat in a worker's buffer: its handler never ran).
+_EXPIRY_STEP = {"$cond": [{"$eq": ["$prefetched", True]}, 0, 1]}
+
+
+def _failure(
+    message: Doc, queue_max: int, policy: RetryPolicy, jitter: float, step: Doc | int = 1
+) -> tuple[Doc, Doc]:
     """The two ``$set`` stages that record one failed delivery.
 
     The first adds one attempt and stores ``message``; the second (which sees the
     new count) makes the job ``failed`` if it reached its max attempts, else ready
     again once its backoff has passed, and drops the lease either way.
     """
-    first = {"attempts": {"$add": ["$attempts", 1]}, "last_error": message}
+    first = {"attempts": {"$add": ["$attempts", step]}, "last_error": message}
     reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
     second = {
         "state": {"$cond": [reached_max, FAILED, READY]},
@@ -336,6 +345,7 @@ def claim_update(
     queue_max: int,
     policy: RetryPolicy,
     jitter: float,
+    prefetched: Doc | None = None,
 ) -> Pipeline:
     """The claim: one update pipeline applied to the job the claim filter picked.
 
@@ -346,7 +356,9 @@ def claim_update(
       sees that the returned ``lease_token`` is not its own, claims again.
 
     ``token`` is a string, or an expression giving each document its own token
-    (batch claims).
+    (batch claims). ``prefetched`` (batch claims of a worker) is an expression,
+    true for the jobs claimed to wait in its buffer: their lease expiry counts no
+    attempt until the worker starts them (``start_update``).
     """
     deliver = {
         "lease_token": _literal(token) if isinstance(token, str) else token,
@@ -354,13 +366,25 @@ def claim_update(
         "locked_at": "$$NOW",
         "lease_expires_at": _after_ms(lease_ms),
         "visible_at": _after_ms(lease_ms),
+        "prefetched": "$$REMOVE" if prefetched is None else prefetched,
     }
-    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter, _EXPIRY_STEP)
     # Both stages test the job's original lease_token: the first stage leaves it alone.
     return [
         {"$set": _choose(_IS_HELD, first, {})},
         {"$set": _choose(_IS_HELD, second, deliver)},
     ]
+
+
+def prefetched_unless(started_ids: list[Any]) -> Doc:
+    """A batch claim's ``prefetched``: true but for the jobs its worker starts at once."""
+    return {"$not": [{"$in": ["$_id", _literal(started_ids)]}]}
+
+
+def start_update(lease_ms: int) -> Pipeline:
+    """``Job.start()``: a prefetched job starts; its lease is extended by ``lease_ms``
+    and from now on an expiry counts an attempt (its handler runs)."""
+    return [*heartbeat_update(lease_ms), {"$unset": ["prefetched"]}]
 
 
 def batch_token(prefix: str) -> Doc:
@@ -524,8 +548,9 @@ def expired_filter(now: datetime) -> Doc:
 
 
 def expire_update(queue_max: int, policy: RetryPolicy, jitter: float) -> Pipeline:
-    """``repair()``: record the expiry of each matched lease as one failed delivery."""
-    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    """``repair()``: record the expiry of each matched lease as one failed delivery
+    (none for a prefetched job its holder never started)."""
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter, _EXPIRY_STEP)
     return [{"$set": first}, {"$set": second}]
 
 

@@ -285,14 +285,19 @@ class MongoQueue(QueueCore):
                 return job
             time.sleep(backoff.next_interval(deadline.remaining()))
 
-    def next_batch(self, n: int) -> list[Job]:
+    def next_batch(self, n: int, *, hold: int = 0) -> list[Job]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
+
+        ``hold`` (a worker's prefetch): of the ``n``, the last ``hold`` are claimed
+        *prefetched*, to wait before they start: until :meth:`Job.start` is
+        called, an expiry of such a job's lease counts no attempt (it never ran).
 
         Expired leases met at the head are recorded (as ``next()`` does) and the
         claim goes on. If the reply of the batch update is lost, the jobs it
         claimed are fetched by their tokens (``prefix:id``) rather than stranded.
         """
         n = self._check_batch_size(n)
+        hold = self._check_hold(hold, n)
         self._ensure_ready()
         jobs: list[Job] = []
         with driver_errors():
@@ -307,7 +312,9 @@ class MongoQueue(QueueCore):
                 prefix = self._new_token()
                 sent_at = time.monotonic()
                 try:
-                    result = self.collection.update_many(*self._batch_update(now, ids, prefix))
+                    result = self.collection.update_many(
+                        *self._batch_update(now, ids, prefix, hold - (n - len(jobs) - len(ids)))
+                    )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
                     docs = self._recover_batch(ids, prefix)
@@ -432,6 +439,9 @@ class MongoQueue(QueueCore):
 
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
+
+    def _start(self, job: Job) -> None:
+        self._fenced(job, "start", ops.start_update(self._config.lease_ms))
 
     def _record_session(self, job: Job, session_id: Any) -> None:
         self._fenced(job, "record the session of", self._record_session_update(session_id))
@@ -695,6 +705,12 @@ class Job(JobData):
         lease was already lost.
         """
         self._queue._heartbeat(self)
+
+    def start(self) -> None:
+        """Start a job claimed prefetched (``next_batch(hold=)``): extend its lease as
+        :meth:`heartbeat` does, and from now on an expiry of its lease counts an
+        attempt. A worker calls it before the handler runs; raises ``LeaseLost``."""
+        self._queue._start(self)
 
     def release(self) -> dict[str, Any]:
         """Put the job back in the queue at once; its attempts are unchanged.

@@ -265,7 +265,9 @@ class Worker(WorkerCore):
             return buffered
         if self.prefetch and not self._dry:
             claimed_at = time.monotonic()
-            jobs = self.queue.next_batch(claim_size(self.concurrency, self.running, self.prefetch))
+            free = self.concurrency - self.running
+            size = claim_size(self.concurrency, self.running, self.prefetch)
+            jobs = self.queue.next_batch(size, hold=max(0, size - free))
             if jobs:
                 self._buffer.put(jobs[1:], claimed_at)
                 return jobs[0], claimed_at
@@ -307,6 +309,9 @@ class Worker(WorkerCore):
 
     def _execute(self, running: RunningJob) -> None:
         job = running.job
+        if job.prefetched and not self._start_prefetched(running):
+            self._finished(running)
+            return
         log_job_started(job)
         try:
             self.handler(job)
@@ -324,6 +329,21 @@ class Worker(WorkerCore):
             if running.settled == "abandoned":
                 log_discarded(running)
             self._finished(running)
+
+    def _start_prefetched(self, running: RunningJob) -> bool:
+        """Mark a prefetched job started before its handler runs (from now on an expiry
+        of its lease counts an attempt); False when it can no longer run."""
+        with running.lock:
+            if running.settled is not None:
+                return False
+            try:
+                running.job.start()
+                running.last_beat = time.monotonic()
+                return True
+            except MongoQueueError as exc:
+                running.settle_failed(exc)
+        self._record(running, "lost")
+        return False
 
     def _ack_later(self, running: RunningJob) -> bool:
         """Hand a completion to the acknowledger (batched); False to complete it now."""
