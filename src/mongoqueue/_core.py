@@ -424,34 +424,31 @@ class QueueCore:
         return job.data
 
     @staticmethod
-    def _complete_many_targets(
+    def _held_targets(
         jobs: object, job_type: type, queue: object
     ) -> tuple[list[Any], list[tuple[Any, str]]]:
-        """Check ``complete_many``'s argument: its jobs (a list), and the ``(id, token)``
-        of each one this handle still holds (those a write is sent for)."""
+        """Check a batch of jobs: the jobs (a list), and the ``(id, token)`` of each
+        one its handle still holds (those a write is sent for)."""
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
-            raise InvalidArgumentType(
-                f"complete_many() takes a list of jobs, got {type(jobs).__name__}"
-            )
+            raise InvalidArgumentType(f"expected a list of jobs, got {type(jobs).__name__}")
         jobs = list(jobs)
         held: list[tuple[Any, str]] = []
         for job in jobs:
             if not isinstance(job, JobData) or not isinstance(job, job_type):
-                raise InvalidArgumentType(
-                    f"complete_many() takes jobs claimed from this queue, got {job!r}"
-                )
+                raise InvalidArgumentType(f"expected jobs claimed from this queue, got {job!r}")
             if getattr(job, "queue", None) is not queue:
-                raise InvalidArgumentType(
-                    f"complete_many() takes jobs claimed from this queue, got {job!r}"
-                )
+                raise InvalidArgumentType(f"expected jobs claimed from this queue, got {job!r}")
             if job._token is not None:
                 held.append((job.id, job._token))
         return jobs, held
 
     @staticmethod
-    def _after_complete_many(jobs: list[Any], present: list[Any]) -> list[bool]:
+    def _after_complete_many(jobs: list[Any], current: list[Any] | None) -> list[bool]:
         """Each job's outcome after ``complete_many``: True when it is completed (gone
-        from the queue), False when this handle no longer held it (lease lost)."""
+        from the queue), False when this handle no longer held it (lease lost).
+        ``current``: the ``(id, lease_token)`` of the batch's jobs still stored, read
+        after the bulk write (None when every write matched)."""
+        present = [] if current is None else [job_id for job_id, _ in current]
         outcomes = []
         for job in jobs:
             if QueueCore._completed_by(job):
@@ -462,6 +459,20 @@ class QueueCore:
             else:
                 QueueCore._after_complete(job)
                 outcomes.append(True)
+        return outcomes
+
+    @staticmethod
+    def _after_start_many(jobs: list[Any], current: list[Any] | None) -> list[bool]:
+        """Each job's outcome after ``start_many``: True when it is started (still held
+        by its token), False when its handle no longer held it (and lets go)."""
+        outcomes = []
+        for job in jobs:
+            held = job._token is not None and (current is None or (job.id, job._token) in current)
+            if held:
+                job._data.pop("prefetched", None)
+            else:
+                job._token = None
+            outcomes.append(held)
         return outcomes
 
     @staticmethod

@@ -71,8 +71,8 @@ from ._worker_core import (
     nothing_left,
 )
 from .aio import AsyncJob, AsyncMongoQueue
-from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
-from .job import exception_message
+from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
+from .job import exception_message, lease_lost_message
 from .prefetch import AsyncAcknowledger, PrefetchBuffer, buffer_max_age, claim_size
 from .presence import AsyncWorkerPresence
 from .queue import MongoQueue
@@ -179,7 +179,7 @@ class AsyncWorker(WorkerCore):
         )
         self._dry = False  # the last batch claim found nothing: wait with next()
         self._acks: AsyncAcknowledger[AsyncJob, AsyncRunningJob] | None = (
-            AsyncAcknowledger(queue.complete_many, self._acked) if self.batch_acks else None
+            AsyncAcknowledger(queue.acknowledge, self._acked) if self.batch_acks else None
         )
         self._presence = AsyncWorkerPresence(
             queue.collection.database,
@@ -252,7 +252,7 @@ class AsyncWorker(WorkerCore):
             heartbeats.add_done_callback(lambda task: self._changed.set())
             await self._presence.start()
             if self._acks is not None:
-                self._acks.start()
+                self._acks.start_task()
             code = EXIT_OK
             try:
                 await self._work(heartbeats)
@@ -410,9 +410,15 @@ class AsyncWorker(WorkerCore):
             if running.settled is not None:
                 return False
             try:
-                await running.job.start()
-                running.last_beat = time.monotonic()
-                return True
+                if self._acks is None:
+                    await running.job.start()
+                    outcome: bool | MongoQueueError = True
+                else:  # batched with other slots' starts and completions
+                    outcome = await self._acks.start(running.job)
+                if outcome is True:
+                    running.last_beat = time.monotonic()
+                    return True
+                raise outcome or LeaseLost(lease_lost_message(running.job.id, "start", None))
             except MongoQueueError as exc:
                 running.settle_failed(exc)
         self._record(running, "lost")

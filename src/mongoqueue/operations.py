@@ -70,6 +70,7 @@ from .retry import RetryPolicy
 __all__ = [
     "CLAIM_SORT",
     "INDEXES",
+    "acknowledge_writes",
     "backoff_ms",
     "cancel_filter",
     "claim_filter",
@@ -93,6 +94,7 @@ __all__ = [
     "requeue_update",
     "requeue_writes",
     "start_update",
+    "start_writes",
     "state_filter",
     "stats_filters",
     "stats_from",
@@ -408,6 +410,19 @@ def complete_writes(held_jobs: list[tuple[Any, str]]) -> list[DeleteOne]:
     """``complete_many()``: one fenced delete per ``(job id, token)``, each with the
     filter ``complete()`` uses (``held``), sent together in one unordered bulk write."""
     return [DeleteOne(held(job_id, token)) for job_id, token in held_jobs]
+
+
+def start_writes(held_jobs: list[tuple[Any, str]], lease_ms: int) -> list[UpdateOne]:
+    """``start_many()``: one fenced ``start_update`` per ``(job id, token)``."""
+    update = start_update(lease_ms)
+    return [UpdateOne(held(job_id, token), update) for job_id, token in held_jobs]
+
+
+def acknowledge_writes(
+    completed: list[tuple[Any, str]], started: list[tuple[Any, str]], lease_ms: int
+) -> list[DeleteOne | UpdateOne]:
+    """``acknowledge()``: the completions' fenced deletes and the starts' fenced updates."""
+    return [*complete_writes(completed), *start_writes(started, lease_ms)]
 
 
 def ids_filter(job_ids: list[Any]) -> Doc:

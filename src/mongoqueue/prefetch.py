@@ -99,32 +99,53 @@ class PrefetchBuffer(Generic[J]):
         return out
 
 
-class Acknowledger(Generic[J, R]):
-    """A thread that completes jobs in batches with ``complete_many``.
+#: What a flush gets back for each job: True (done), False (lease lost) or the error.
+Outcome = bool | MongoQueueError
 
-    ``add(item, job)`` queues a completion; the thread waits ``delay`` seconds
-    for more (or until ``max_batch`` are queued), writes them in one round trip,
-    and calls ``on_settled(item, outcome)`` for each. :meth:`close` writes what
+
+def _outcomes(count: int, exc: BaseException) -> list[Outcome]:
+    error = exc if isinstance(exc, MongoQueueError) else MongoQueueError(f"{exc!r}")
+    return [error] * count
+
+
+class _Start(Generic[J]):
+    """A start a slot waits for."""
+
+    def __init__(self, job: J) -> None:
+        self.job = job
+        self.done = threading.Event()
+        self.outcome: Outcome = False
+
+
+class Acknowledger(Generic[J, R]):
+    """A thread that writes completions and starts in batches (one ``acknowledge``).
+
+    ``add(item, job)`` queues a completion (the worker does not wait for it);
+    ``start(job)`` queues the start of a prefetched job and waits for its outcome.
+    The thread writes at once when a start is waiting, else after ``delay``
+    seconds (or once ``max_batch`` completions are queued), and calls
+    ``on_settled(item, outcome)`` for each completion. :meth:`close` writes what
     is left and stops the thread.
     """
 
     def __init__(
         self,
-        complete_many: Callable[[list[J]], list[bool]],
-        on_settled: Callable[[R, bool | MongoQueueError], None],
+        acknowledge: Callable[[list[J], list[J]], tuple[list[bool], list[bool]]],
+        on_settled: Callable[[R, Outcome], None],
         delay: float = ACK_DELAY_SECONDS,
         max_batch: int = ACK_MAX_BATCH,
     ) -> None:
-        self._complete_many = complete_many
+        self._acknowledge = acknowledge
         self._on_settled = on_settled
         self.delay = delay
         self.max_batch = max_batch
         self._pending: list[tuple[R, J]] = []
+        self._starts: list[_Start[J]] = []
         self._changed = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="mongoqueue-acks", daemon=True)
 
-    def start(self) -> None:
+    def start_thread(self) -> None:
         self._thread.start()
 
     def add(self, item: R, job: J) -> None:
@@ -132,41 +153,63 @@ class Acknowledger(Generic[J, R]):
             self._pending.append((item, job))
             self._changed.notify_all()
 
+    def start(self, job: J) -> Outcome:
+        request = _Start(job)
+        with self._changed:
+            queued = not self._closing and self._thread.is_alive()
+            if queued:
+                self._starts.append(request)
+                self._changed.notify_all()
+        if queued:
+            request.done.wait()
+        else:
+            self._flush([], [request])  # not running: write it here
+        return request.outcome
+
     def close(self) -> None:
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         if self._thread.is_alive():
             self._thread.join()
-        elif self._pending:  # never started: write here
-            self._flush(self._pending)
+        if self._pending or self._starts:  # never started: write here
+            self._flush(self._pending, self._starts)
 
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._starts and not self._closing:
                     self._changed.wait()
-                if not self._pending:
+                if not self._pending and not self._starts:
                     return
                 deadline = time.monotonic() + self.delay
                 while (
-                    len(self._pending) < self.max_batch
+                    not self._starts
+                    and len(self._pending) < self.max_batch
                     and not self._closing
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._changed.wait(left)
-                batch = self._pending[: self.max_batch]
+                acks = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-            self._flush(batch)
+                starts = self._starts[: self.max_batch]
+                del self._starts[: self.max_batch]
+            self._flush(acks, starts)
 
-    def _flush(self, batch: list[tuple[R, J]]) -> None:
+    def _flush(self, acks: list[tuple[R, J]], starts: list[_Start[J]]) -> None:
+        done: list[Outcome]
+        begun: list[Outcome]
         try:
-            outcomes: list[bool | MongoQueueError] = list(
-                self._complete_many([job for _, job in batch])
+            completed, started = self._acknowledge(
+                [job for _, job in acks], [request.job for request in starts]
             )
-        except MongoQueueError as exc:
-            outcomes = [exc] * len(batch)
-        for (item, _), outcome in zip(batch, outcomes, strict=True):
+            done, begun = list(completed), list(started)
+        except Exception as exc:
+            done, begun = _outcomes(len(acks), exc), _outcomes(len(starts), exc)
+        for request, outcome in zip(starts, begun, strict=True):
+            request.outcome = outcome
+            request.done.set()
+        for (item, _), outcome in zip(acks, done, strict=True):
             self._on_settled(item, outcome)
 
 
@@ -175,21 +218,22 @@ class AsyncAcknowledger(Generic[J, R]):
 
     def __init__(
         self,
-        complete_many: Callable[[list[J]], Awaitable[list[bool]]],
-        on_settled: Callable[[R, bool | MongoQueueError], None],
+        acknowledge: Callable[[list[J], list[J]], Awaitable[tuple[list[bool], list[bool]]]],
+        on_settled: Callable[[R, Outcome], None],
         delay: float = ACK_DELAY_SECONDS,
         max_batch: int = ACK_MAX_BATCH,
     ) -> None:
-        self._complete_many = complete_many
+        self._acknowledge = acknowledge
         self._on_settled = on_settled
         self.delay = delay
         self.max_batch = max_batch
         self._pending: list[tuple[R, J]] = []
+        self._starts: list[tuple[J, asyncio.Future[Outcome]]] = []
         self._changed = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start_task(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mongoqueue-acks")
 
     def add(self, item: R, job: J) -> None:
@@ -197,37 +241,58 @@ class AsyncAcknowledger(Generic[J, R]):
         if len(self._pending) >= self.max_batch or len(self._pending) == 1:
             self._changed.set()
 
+    async def start(self, job: J) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if self._closing or self._task is None or self._task.done():
+            await self._flush([], [(job, future)])
+        else:
+            self._starts.append((job, future))
+            self._changed.set()
+        return await asyncio.shield(future)
+
     async def close(self) -> None:
         self._closing = True
         self._changed.set()
         if self._task is not None:
             await self._task
-        while self._pending:
-            batch = self._pending[: self.max_batch]
+        while self._pending or self._starts:
+            acks = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            await self._flush(batch)
+            starts = self._starts[: self.max_batch]
+            del self._starts[: self.max_batch]
+            await self._flush(acks, starts)
 
     async def _run(self) -> None:
         while True:
-            while not self._pending and not self._closing:
+            while not self._pending and not self._starts and not self._closing:
                 self._changed.clear()
                 await self._changed.wait()
-            if not self._pending:
+            if not self._pending and not self._starts:
                 return
-            if len(self._pending) < self.max_batch and not self._closing:
+            if not self._starts and len(self._pending) < self.max_batch and not self._closing:
                 self._changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), self.delay)
-            batch = self._pending[: self.max_batch]
+            acks = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            await self._flush(batch)
+            starts = self._starts[: self.max_batch]
+            del self._starts[: self.max_batch]
+            await self._flush(acks, starts)
 
-    async def _flush(self, batch: list[tuple[R, J]]) -> None:
+    async def _flush(
+        self, acks: list[tuple[R, J]], starts: list[tuple[J, asyncio.Future[Outcome]]]
+    ) -> None:
+        done: list[Outcome]
+        begun: list[Outcome]
         try:
-            outcomes: list[bool | MongoQueueError] = list(
-                await self._complete_many([job for _, job in batch])
+            completed, started = await self._acknowledge(
+                [job for _, job in acks], [job for job, _ in starts]
             )
-        except MongoQueueError as exc:
-            outcomes = [exc] * len(batch)
-        for (item, _), outcome in zip(batch, outcomes, strict=True):
+            done, begun = list(completed), list(started)
+        except Exception as exc:
+            done, begun = _outcomes(len(acks), exc), _outcomes(len(starts), exc)
+        for (_, future), outcome in zip(starts, begun, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+        for (item, _), outcome in zip(acks, done, strict=True):
             self._on_settled(item, outcome)

@@ -420,16 +420,38 @@ class MongoQueue(QueueCore):
         there (a second round trip). A job whose lease was taken over and that
         its new holder already completed is gone too, and counts as True.
         """
-        jobs, held = self._complete_many_targets(jobs, Job, self)
-        present: list[Any] = []
-        if held:
+        completed, _ = self.acknowledge(jobs, ())
+        return completed
+
+    def start_many(self, jobs: Iterable[Job]) -> list[bool]:
+        """:meth:`Job.start` for several prefetched jobs in one round trip.
+
+        ``outcomes[i]`` is True when ``jobs[i]`` is started (its lease extended),
+        False when its handle no longer held it (the handle lets go).
+        """
+        _, started = self.acknowledge((), jobs)
+        return started
+
+    def acknowledge(
+        self, completed: Iterable[Job] = (), started: Iterable[Job] = ()
+    ) -> tuple[list[bool], list[bool]]:
+        """:meth:`complete_many` and :meth:`start_many` together, in one ``bulk_write``.
+
+        Returns the outcomes of each list. A worker sends its completions and the
+        starts of its prefetched jobs this way.
+        """
+        done, to_delete = self._held_targets(completed, Job, self)
+        begun, to_start = self._held_targets(started, Job, self)
+        writes = ops.acknowledge_writes(to_delete, to_start, self._config.lease_ms)
+        current: list[Any] | None = None
+        if writes:
             with driver_errors():
-                result = self.collection.bulk_write(ops.complete_writes(held), ordered=False)
-                if result.deleted_count < len(held):
-                    ids = [job_id for job_id, _ in held]
-                    left = self.collection.find(ops.ids_filter(ids), {"_id": 1})
-                    present = [doc["_id"] for doc in left]
-        return self._after_complete_many(jobs, present)
+                result = self.collection.bulk_write(writes, ordered=False)
+                if result.deleted_count < len(to_delete) or result.matched_count < len(to_start):
+                    ids = [job_id for job_id, _ in [*to_delete, *to_start]]
+                    left = self.collection.find(ops.ids_filter(ids), {"lease_token": 1})
+                    current = [(doc["_id"], doc.get("lease_token")) for doc in left]
+        return self._after_complete_many(done, current), self._after_start_many(begun, current)
 
     def _error(self, job: Job, message: str | None) -> None:
         self._fenced(job, "record an error for", self._error_update(message))

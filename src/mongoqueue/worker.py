@@ -70,9 +70,9 @@ from ._worker_core import (
     log_waiting,
     nothing_left,
 )
-from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
+from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
-from .job import Job, exception_message
+from .job import Job, exception_message, lease_lost_message
 from .prefetch import Acknowledger, PrefetchBuffer, buffer_max_age, claim_size
 from .presence import WorkerPresence
 from .queue import MongoQueue
@@ -154,7 +154,7 @@ class Worker(WorkerCore):
         )
         self._dry = False  # the last batch claim found nothing: wait with next()
         self._acks: Acknowledger[Job, RunningJob] | None = (
-            Acknowledger(queue.complete_many, self._acked) if self.batch_acks else None
+            Acknowledger(queue.acknowledge, self._acked) if self.batch_acks else None
         )
         self._presence = WorkerPresence(
             queue.collection.database,
@@ -214,7 +214,7 @@ class Worker(WorkerCore):
             )
             self._heartbeat.start()
             if self._acks is not None:
-                self._acks.start()
+                self._acks.start_thread()
             self._presence.start()
             code = EXIT_OK
             try:
@@ -337,9 +337,15 @@ class Worker(WorkerCore):
             if running.settled is not None:
                 return False
             try:
-                running.job.start()
-                running.last_beat = time.monotonic()
-                return True
+                if self._acks is None:
+                    running.job.start()
+                    outcome: bool | MongoQueueError = True
+                else:  # batched with other slots' starts and completions
+                    outcome = self._acks.start(running.job)
+                if outcome is True:
+                    running.last_beat = time.monotonic()
+                    return True
+                raise outcome or LeaseLost(lease_lost_message(running.job.id, "start", None))
             except MongoQueueError as exc:
                 running.settle_failed(exc)
         self._record(running, "lost")
