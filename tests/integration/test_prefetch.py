@@ -82,14 +82,16 @@ def test_an_unstarted_prefetched_job_costs_no_attempt_when_its_lease_expires(
     producer.put_many([{"n": n} for n in range(2)])
     queue = api.queue("dies", timeout=0.5)
     started, buffered = queue.next_batch(2, hold=1)
-    assert buffered.prefetched and not started.prefetched
+    assert buffered.prefetched
+    assert not started.prefetched
     # The holder dies: both leases expire; a rival takes both.
     rival = MongoQueue(collection, "rival", timeout=60)
     first = wait_for(lambda: rival.next(), timeout=10)
     second = wait_for(lambda: rival.next(), timeout=10)
     attempts = {job.payload["n"]: job.attempts for job in (first, second)}
     assert attempts == {started.payload["n"]: 1, buffered.payload["n"]: 0}
-    assert not second.prefetched and not first.prefetched
+    assert not second.prefetched
+    assert not first.prefetched
 
 
 def test_start_many_reports_a_lost_lease(api, producer, collection) -> None:
@@ -98,7 +100,8 @@ def test_start_many_reports_a_lost_lease(api, producer, collection) -> None:
     jobs = queue.next_batch(2, hold=2)
     _take_over(collection, 0.5)
     assert queue.start_many(jobs) == [False, True]
-    assert not jobs[0].held and jobs[1].held
+    assert not jobs[0].held
+    assert jobs[1].held
 
 
 # ------------------------------------------------------------------ prefetching workers
