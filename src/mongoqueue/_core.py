@@ -183,6 +183,10 @@ class QueueCore:
     public methods have the same names and signatures (a test compares them).
     """
 
+    #: Whether ``next_batch()`` claims what ``next()`` would; a group of queues (task
+    #: workers) says False, and a worker then claims one job per free slot.
+    batch_claims = True
+
     def __init__(self, consumer_id: object, timeout: object, max_attempts: object, retry: object):
         self._config = QueueConfig(consumer_id, timeout, max_attempts, retry)
         self._clock = ServerClock()

@@ -174,12 +174,14 @@ class AsyncWorker(WorkerCore):
         self._background: set[asyncio.Task[Any]] = set()
         self._abandoning: set[asyncio.Task[Any]] = set()
         self.queue_name = queue.collection.name
+        if not queue.batch_claims:
+            self.prefetch = 0
         self._buffer: PrefetchBuffer[AsyncJob] = PrefetchBuffer(
             buffer_max_age(queue.timeout, self.heartbeat)
         )
         self._dry = False  # the last batch claim found nothing: wait with next()
         self._acks: AsyncAcknowledger[AsyncJob, AsyncRunningJob] | None = (
-            AsyncAcknowledger(queue.acknowledge, self._acked) if self.batch_acks else None
+            AsyncAcknowledger(self._acked) if self.batch_acks else None
         )
         self._presence = AsyncWorkerPresence(
             queue.collection.database,

@@ -26,8 +26,8 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from .errors import MongoQueueError
 
@@ -108,6 +108,16 @@ def _outcomes(count: int, exc: BaseException) -> list[Outcome]:
     return [error] * count
 
 
+def _by_queue(completed: list[Any], started: list[Any]) -> list[tuple[Any, list[int], list[int]]]:
+    """The batch split by each job's own queue (a task worker's jobs belong to several):
+    ``(queue, indexes in completed, indexes in started)``."""
+    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+    for side, jobs in ((1, completed), (2, started)):
+        for i, job in enumerate(jobs):
+            groups.setdefault(id(job.queue), (job.queue, [], []))[side].append(i)
+    return list(groups.values())
+
+
 class _Start(Generic[J]):
     """A start a slot waits for."""
 
@@ -130,12 +140,10 @@ class Acknowledger(Generic[J, R]):
 
     def __init__(
         self,
-        acknowledge: Callable[[list[J], list[J]], tuple[list[bool], list[bool]]],
         on_settled: Callable[[R, Outcome], None],
         delay: float = ACK_DELAY_SECONDS,
         max_batch: int = ACK_MAX_BATCH,
     ) -> None:
-        self._acknowledge = acknowledge
         self._on_settled = on_settled
         self.delay = delay
         self.max_batch = max_batch
@@ -197,15 +205,19 @@ class Acknowledger(Generic[J, R]):
             self._flush(acks, starts)
 
     def _flush(self, acks: list[tuple[R, J]], starts: list[_Start[J]]) -> None:
-        done: list[Outcome]
-        begun: list[Outcome]
-        try:
-            completed, started = self._acknowledge(
-                [job for _, job in acks], [request.job for request in starts]
-            )
-            done, begun = list(completed), list(started)
-        except Exception as exc:
-            done, begun = _outcomes(len(acks), exc), _outcomes(len(starts), exc)
+        completed = [job for _, job in acks]
+        started = [request.job for request in starts]
+        done: list[Outcome] = [False] * len(acks)
+        begun: list[Outcome] = [False] * len(starts)
+        for queue, ci, si in _by_queue(completed, started):
+            try:
+                d, s = queue.acknowledge([completed[i] for i in ci], [started[i] for i in si])
+            except Exception as exc:
+                d, s = _outcomes(len(ci), exc), _outcomes(len(si), exc)
+            for i, outcome in zip(ci, d, strict=True):
+                done[i] = outcome
+            for i, outcome in zip(si, s, strict=True):
+                begun[i] = outcome
         for request, outcome in zip(starts, begun, strict=True):
             request.outcome = outcome
             request.done.set()
@@ -218,12 +230,10 @@ class AsyncAcknowledger(Generic[J, R]):
 
     def __init__(
         self,
-        acknowledge: Callable[[list[J], list[J]], Awaitable[tuple[list[bool], list[bool]]]],
         on_settled: Callable[[R, Outcome], None],
         delay: float = ACK_DELAY_SECONDS,
         max_batch: int = ACK_MAX_BATCH,
     ) -> None:
-        self._acknowledge = acknowledge
         self._on_settled = on_settled
         self.delay = delay
         self.max_batch = max_batch
@@ -282,15 +292,19 @@ class AsyncAcknowledger(Generic[J, R]):
     async def _flush(
         self, acks: list[tuple[R, J]], starts: list[tuple[J, asyncio.Future[Outcome]]]
     ) -> None:
-        done: list[Outcome]
-        begun: list[Outcome]
-        try:
-            completed, started = await self._acknowledge(
-                [job for _, job in acks], [job for job, _ in starts]
-            )
-            done, begun = list(completed), list(started)
-        except Exception as exc:
-            done, begun = _outcomes(len(acks), exc), _outcomes(len(starts), exc)
+        completed = [job for _, job in acks]
+        started = [job for job, _ in starts]
+        done: list[Outcome] = [False] * len(acks)
+        begun: list[Outcome] = [False] * len(starts)
+        for queue, ci, si in _by_queue(completed, started):
+            try:
+                d, s = await queue.acknowledge([completed[i] for i in ci], [started[i] for i in si])
+            except Exception as exc:
+                d, s = _outcomes(len(ci), exc), _outcomes(len(si), exc)
+            for i, outcome in zip(ci, d, strict=True):
+                done[i] = outcome
+            for i, outcome in zip(si, s, strict=True):
+                begun[i] = outcome
         for (_, future), outcome in zip(starts, begun, strict=True):
             if not future.done():
                 future.set_result(outcome)

@@ -149,12 +149,14 @@ class Worker(WorkerCore):
         self._changed = threading.Condition()
         self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon, self._tick)
         self.queue_name = queue.collection.name
+        if not queue.batch_claims:
+            self.prefetch = 0
         self._buffer: PrefetchBuffer[Job] = PrefetchBuffer(
             buffer_max_age(queue.timeout, self.heartbeat)
         )
         self._dry = False  # the last batch claim found nothing: wait with next()
         self._acks: Acknowledger[Job, RunningJob] | None = (
-            Acknowledger(queue.acknowledge, self._acked) if self.batch_acks else None
+            Acknowledger(self._acked) if self.batch_acks else None
         )
         self._presence = WorkerPresence(
             queue.collection.database,
