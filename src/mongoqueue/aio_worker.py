@@ -376,9 +376,17 @@ class AsyncWorker(WorkerCore):
 
     async def _execute(self, running: AsyncRunningJob) -> None:
         job = running.job
-        if job.prefetched and not await self._start_prefetched(running):
-            self._finished(running)
-            return
+        if job.prefetched:
+            try:
+                started = await self._start_prefetched(running)
+            except asyncio.CancelledError:  # stopped before it started: release it
+                _uncancel()
+                started = False
+                if running.stop_reason is not None:
+                    await self._settle_stopped(running)
+            if not started:
+                self._finished(running)
+                return
         log_job_started(job)
         try:
             try:

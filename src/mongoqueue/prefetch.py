@@ -158,8 +158,12 @@ class Acknowledger(Generic[J, R]):
 
     def add(self, item: R, job: J) -> None:
         with self._changed:
-            self._pending.append((item, job))
-            self._changed.notify_all()
+            queued = not self._closing and self._thread.is_alive()
+            if queued:
+                self._pending.append((item, job))
+                self._changed.notify_all()
+        if not queued:
+            self._flush([(item, job)], [])  # not running: write it here
 
     def start(self, job: J) -> Outcome:
         request = _Start(job)
@@ -242,6 +246,7 @@ class AsyncAcknowledger(Generic[J, R]):
         self._changed = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Task[None]] = set()
 
     def start_task(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mongoqueue-acks")
@@ -250,6 +255,12 @@ class AsyncAcknowledger(Generic[J, R]):
         self._pending.append((item, job))
         if len(self._pending) >= self.max_batch or len(self._pending) == 1:
             self._changed.set()
+        if self._closing or self._task is None or self._task.done():
+            # Not running: write it from a task of its own (nothing is lost).
+            batch, self._pending = self._pending, []
+            task = asyncio.get_running_loop().create_task(self._flush(batch, []))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     async def start(self, job: J) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()

@@ -108,6 +108,9 @@ class Worker(WorkerCore):
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
     (only possible from the main thread). ``observer``: called with ``(job,
     outcome, seconds)`` as each job is settled (see :mod:`mongoqueue.metrics`).
+    ``prefetch``: jobs claimed beyond the free slots and kept ready in a buffer
+    (default: ``concurrency``; 0: one claim per free slot). ``batch_acks``: send
+    completions in batches (one bulk write every few ms). See :mod:`mongoqueue.prefetch`.
     """
 
     def __init__(
