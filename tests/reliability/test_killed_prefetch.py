@@ -14,7 +14,14 @@ import random
 import time
 
 from tests.helpers import wait_for
-from tests.reliability.tooling import WorkerPool, assert_clean, check, put_jobs, settled
+from tests.reliability.tooling import (
+    WorkerPool,
+    assert_clean,
+    check,
+    put_jobs,
+    report,
+    settled,
+)
 
 JOBS = 40
 WORKERS = 3
@@ -67,6 +74,7 @@ def test_killed_workers_holding_prefetch_buffers(mongodb_uri, collection, ledger
         started_at,
         exact_attempts=True,
     )
+    report(figures)
     assert_clean(figures, pool)
     assert kills >= 3, kills  # the chaos really happened
     assert stranded >= 3, stranded  # and it stranded buffered jobs
