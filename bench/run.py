@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cost_rows
 import psutil
 import pymongo
 import report
@@ -46,6 +47,8 @@ ROWS: list[tuple[str, Callable[[rows.Bench], list[Row]]]] = [
     ("original", rows.versus_original),
     ("latency", rows.latency),
     ("memory", rows.memory),
+    ("claimcost", cost_rows.claim_cost),
+    ("idle", cost_rows.idle),
 ]
 
 #: The Python server's section: small sizes, the rows that say something there.
@@ -100,6 +103,20 @@ HOW_TO_READ = [
     "  (its fallback for standalone servers: 50 ms, doubling to 1 s). The task row: an",
     "  `App` worker process waits on its queue; the producer calls `task.enqueue()` then",
     "  `handle.result()` at the same gaps; latency is enqueue to result returned.",
+    "  (its fallback for standalone servers: 50 ms, doubling to 1 s).",
+    "- **claim keys examined**: the four situations of issue 10 (1000 jobs held, backing off",
+    "  or delayed at a higher priority ahead of a due one; an empty claim over 1000 delayed).",
+    "  The exact findAndModify a claim sent (CommandListener) is replayed under explain",
+    "  (executionStats); the baseline replays it with the previous sort on a copy of the same",
+    "  jobs carrying only the previous claim index `{state, priority: -1, scheduled_at, _id,",
+    "  visible_at}`. The Rust server's key counts match a B-tree walk (see TEST-SERVER-NOTES).",
+    "- **idle consumer**: `bench/idle_consumer.py` in its own process loops `next(wait=1.0)`",
+    "  (the worker's idle wait) on an empty queue and counts every command its client sends",
+    "  (CommandListener) for the idle time, then the bench puts 20 jobs at random 50-300 ms",
+    "  gaps for the put -> claim latency. The baseline runs the same script on the sources of",
+    "  the revision named in the column (`git archive` into bench/.work/). The claims-per-put",
+    "  row runs 8 idle consumers (threads, own queue objects) and counts the claims sent within",
+    "  250 ms after each put.",
     "- **memory**: RSS (psutil) of a consumer process running a plain `next(wait=)` +",
     "  `complete()` loop, after the first 1k jobs and after the last; the producer keeps",
     "  the queue topped up at about 500 jobs. The `Worker` row is a to-do: the Worker class",
@@ -116,7 +133,7 @@ SECANTUS_NOTES = [
     "server's, not the library's; even a bare `find({}).limit(1)` costs more the bigger",
     "the collection (its time is listed with each depth under Details). The >= 0.8x",
     "target at 100k can only be judged on mongod (run with `MONGODB_URI`), where the",
-    "plan shown under Details (one IXSCAN on `mongoqueue_claim`",
+    "plan shown under Details (one IXSCAN on `mongoqueue_claim_v2`",
     "with the sort inside it, no SORT stage, one key examined) stops at the first",
     "claimable job. The same property makes the original 0.7.2 look good here: this",
     "server's collection scan with a sort is cheaper than its indexed fetch path, so the",
@@ -318,7 +335,18 @@ def write_results(
     ]
     if kind != "uri":
         lines += [*SECANTUS_NOTES, ""]
+    lines += kept_peers_section(path)
     path.write_text("\n".join(lines))
+
+
+def kept_peers_section(path: Path) -> list[str]:
+    """The "Side by side with peers" section (bench/peers.py writes it): kept as it was."""
+    begin, end = "<!-- peers:begin -->", "<!-- peers:end -->"
+    text = path.read_text() if path.exists() else ""
+    if begin not in text or end not in text:
+        return []
+    block = begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+    return [block, ""]
 
 
 def main(argv: list[str] | None = None) -> int:

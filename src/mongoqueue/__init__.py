@@ -21,6 +21,7 @@ from .errors import (
     MongoQueueError,
     NotBSON,
     OldFormatDocuments,
+    OperationFailed,
     PayloadTooLarge,
     QueueUnavailable,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "MongoQueueError",
     "NotBSON",
     "OldFormatDocuments",
+    "OperationFailed",
     "PayloadTooLarge",
     "QueueUnavailable",
     "ResultTimeout",

@@ -4,9 +4,11 @@ Split from :mod:`mongoqueue.cli`, which parses the options. A coroutine
 function (``async def``) handler runs with :class:`~mongoqueue.AsyncWorker`
 on an ``AsyncMongoClient`` under ``asyncio.run``; any other callable with
 :class:`~mongoqueue.worker.Worker`. Both get the same options, and with
-``--metrics-port`` the same Prometheus metrics (the depth gauges of an async
-worker are read through a sync queue, since scrapes come from the HTTP
-server's thread).
+``--metrics-port`` the same Prometheus metrics: this process's counters, and
+with ``--metrics-depth`` the queue's depth gauges too (off by default: depth is
+exported from one place, the dashboard; see :mod:`mongoqueue.metrics`). The
+depth gauges of an async worker are read through a sync queue, since scrapes
+come from the HTTP server's thread.
 """
 
 from __future__ import annotations
@@ -53,16 +55,20 @@ def run_worker(
     metrics_port: int | None,
     metrics_host: str,
     metrics_auth: BasicAuth | None = None,
+    metrics_depth: bool = False,
 ) -> int:
     """Run the worker that fits ``handler`` until it stops; returns its exit code."""
     metrics = (metrics_port, metrics_host, metrics_auth)
     if is_async_handler(handler):
         consumer = settings.consumer(consumer_id)
-        return asyncio.run(_run_async(settings, consumer, handler, queue_options, options, metrics))
+        return asyncio.run(
+            _run_async(settings, consumer, handler, queue_options, options, metrics, metrics_depth)
+        )
     queue = settings.queue(consumer_id, **queue_options)
     stop_metrics = None
     if metrics_port is not None:
-        options["observer"], stop_metrics = _serve_metrics(queue, None, *metrics)
+        depth = queue if metrics_depth else None
+        options["observer"], stop_metrics = _serve_metrics(queue, depth, *metrics)
     try:
         return Worker(queue, handler, **options).run()
     finally:
@@ -77,6 +83,7 @@ async def _run_async(
     queue_options: dict[str, Any],
     options: dict[str, Any],
     metrics: tuple[int | None, str, BasicAuth | None],
+    metrics_depth: bool,
 ) -> int:
     settings.check_uri()
     try:
@@ -90,7 +97,7 @@ async def _run_async(
         collection = client[settings.db][settings.collection]
         queue = AsyncMongoQueue(collection, consumer, **queue_options)
         if metrics[0] is not None:
-            depth = settings.queue(consumer, **queue_options)
+            depth = settings.queue(consumer, **queue_options) if metrics_depth else None
             options["observer"], stop_metrics = _serve_metrics(queue, depth, *metrics)
         return await AsyncWorker(queue, handler, **options).run()
     finally:
@@ -106,13 +113,14 @@ def _serve_metrics(
     host: str,
     auth: BasicAuth | None,
 ) -> tuple[Callable[[Any, str, float], None], Callable[[], None]]:
-    """Start the metrics server; the worker's observer and a function that stops it."""
+    """Start the metrics server; the worker's observer and a function that stops it.
+
+    ``depth``: the sync queue whose depth gauges to export too, or None.
+    """
     assert port is not None
     metrics_module = import_extra("mongoqueue.metrics", "metrics")
-    if depth is None:
-        metrics = metrics_module.QueueMetrics(queue)
-    else:
-        metrics = metrics_module.QueueMetrics(queue, depth=False)
+    metrics = metrics_module.QueueMetrics(queue)
+    if depth is not None:
         metrics.registry.register(metrics_module.DepthCollector(lambda: [depth]))
     # The command refused a non-loopback host without auth unless --metrics-no-auth.
     stop: Callable[[], None] = metrics_module.serve(

@@ -46,7 +46,7 @@ from .validation import (
     check_seconds,
     encode_payload,
 )
-from .waiting import Deadline
+from .waiting import Deadline, PollBackoff, WakeState
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -197,6 +197,11 @@ class QueueCore:
         #: True once the collection was seen to hold no mongoqueue 0.7 documents.
         self._format_checked = False
         self._change_streams = True
+        #: The change stream ``next(wait=)`` keeps open between calls (see ``waiting``).
+        self._wake = WakeState()
+        #: The polling interval of ``next(wait=)`` without change streams.
+        self._poll = PollBackoff()
+        self._last_due_put: datetime | None = None
         #: Per-process event counts (read by :mod:`mongoqueue.metrics`).
         self.events = EventCounts()
 
@@ -294,16 +299,21 @@ class QueueCore:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidArgumentType(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         scheduled = run_at_utc if run_at_utc is not None else now + timedelta(seconds=delay_seconds)
-        # A job due at once is visible from a lower bound of the server's time, so a
-        # consumer whose clock estimate is less ahead than ours still sees it as due.
-        due_now = run_at_utc is None and delay_seconds == 0
+        if run_at_utc is None and delay_seconds == 0:
+            # A job due at once is due from a lower bound of the server's time, so a
+            # consumer whose clock estimate is less ahead than ours still sees it as
+            # due. Never earlier than the previous one this queue put: a re-anchored
+            # clock with a wider spread must not put a job ahead of an earlier one.
+            scheduled = self._clock.lower()
+            if self._last_due_put is not None and self._last_due_put > scheduled:
+                scheduled = self._last_due_put
+            self._last_due_put = scheduled
         return ops.new_job(
             ObjectId(),
             encode_payload(payload, self._max_document_bytes, self._codec_options),
             priority=priority,
             created_at=now,
             scheduled_at=scheduled,
-            visible_at=self._clock.lower() if due_now else None,
             key=check_key(key),
             max_attempts=max_attempts,
             retry=retry,
@@ -363,6 +373,19 @@ class QueueCore:
             return None
         seconds = check_seconds("wait", wait, allow_zero=True)
         return Deadline(seconds) if seconds else None
+
+    def _claims_before_waiting(self) -> bool:
+        """Whether ``next(wait=)`` claims before it starts waiting.
+
+        Only when it has no wait state to go by (no change stream of this queue open
+        yet, or another waiter using it): an open stream's wait, and polling, claim
+        first themselves when a claim is due, and not when a claim found nothing a
+        moment ago and nothing has changed since (a change would be waiting on the
+        stream, read at once).
+        """
+        if not self._change_streams:
+            return False
+        return self._wake.stream is None or self._wake.lock.locked()
 
     @staticmethod
     def _check_hold(hold: object, n: int) -> int:
@@ -425,6 +448,7 @@ class QueueCore:
     def _after_complete(job: JobData) -> dict[str, Any]:
         job._token = None
         job._settled = "complete"
+        job._let_go = None  # complete() lets go without a mark (see ``LetGo``)
         return job.data
 
     @staticmethod
@@ -487,12 +511,15 @@ class QueueCore:
         return; 0.7.2 returned the document found by its find-and-modify).
         """
         token = job._token
+        attempts = job.attempts
         job._update(doc)
         if doc.get("lease_token") == token:
             job._token = token
-        else:
+        else:  # error() (a failed attempt, counted) or release()
             job._token = None
             job._settled = "returned"
+            failed = doc.get("state") == "failed" or job.attempts > attempts
+            job._let_go = "failed" if failed else "released"
         return job.data
 
     @staticmethod
@@ -506,6 +533,12 @@ class QueueCore:
     def _lease_lost(job: JobData, action: str, current: Mapping[str, Any] | None) -> LeaseLost:
         """The error for a fenced operation that matched nothing; the handle lets go."""
         job._token = None
+        if current is None:
+            job._let_go = "gone"
+        elif isinstance(current.get("lease_token"), str) or current.get("state") == "failed":
+            job._let_go = "lost"
+        else:
+            job._let_go = "free"
         return LeaseLost(lease_lost_message(job.id, action, current))
 
     def _error_update(self, message: object) -> list[dict[str, Any]]:
@@ -579,6 +612,39 @@ class QueueCore:
     @staticmethod
     def _status(job_id: Any, doc: Mapping[str, Any] | None, now: datetime) -> JobStatus:
         return job_status(job_id, doc, now)
+
+    @staticmethod
+    def _listing_query(
+        state: object,
+        now: datetime,
+        key: object,
+        locked_by: object,
+        priority: object,
+        after: object,
+    ) -> dict[str, Any]:
+        """The filter of ``jobs()``, after checking every argument."""
+        if not isinstance(state, str):
+            raise InvalidArgumentType(f"state must be a str, got {type(state).__name__}")
+        for name, value in (("key", key), ("locked_by", locked_by)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgumentType(f"{name} must be a str, got {type(value).__name__}")
+        if priority is not None:
+            priority = check_priority(priority)
+        if isinstance(after, JobData):
+            after = ops.listing_cursor(after.data)
+        elif after is not None and not isinstance(after, str):
+            raise InvalidArgumentType(
+                "after must be a job from a previous listing or its listing cursor (a str), "
+                f"got {type(after).__name__}"
+            )
+        return ops.listing_filter(
+            state,
+            now,
+            key=key,  # type: ignore[arg-type]
+            locked_by=locked_by,  # type: ignore[arg-type]
+            priority=priority,
+            after=after,
+        )
 
     @staticmethod
     def _check_limit(limit: object) -> int | None:

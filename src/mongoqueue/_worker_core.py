@@ -22,7 +22,13 @@ from collections.abc import Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from .activity import ActivityBuffer
-from .errors import InvalidArgument, InvalidArgumentType, LeaseLost, MongoQueueError
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LeaseLost,
+    MongoQueueError,
+    QueueUnavailable,
+)
 from .job import JobData, lease_lost_message
 from .validation import check_positive_int, check_seconds
 
@@ -37,6 +43,7 @@ __all__ = [
     "Outcome",
     "RunningState",
     "WorkerCore",
+    "handle_outcome",
     "is_async_handler",
     "result_of",
     "stop_summary",
@@ -80,18 +87,54 @@ def is_async_handler(handler: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
+#: The first pause before trying an acknowledgement again, and the longest (seconds).
+FIRST_ACK_PAUSE = 0.25
+MAX_ACK_PAUSE = 2.0
+
+
+def handle_outcome(job: JobData, intended: Outcome, ambiguous: bool) -> Outcome:
+    """What became of a job the worker meant to settle as ``intended``, whose handle
+    no longer holds it.
+
+    The handler settled it itself (``complete``, ``error``, ``release``), or a
+    fenced call found it no longer ours. When an earlier try of the worker's own
+    acknowledgement failed transiently (``ambiguous``), that try may have been
+    applied: a completed job is gone, an errored or released one is back in the
+    queue unheld, and then the intended outcome stands.
+    """
+    let_go = job._let_go
+    if let_go is None:
+        return "completed"  # complete() lets go without a mark
+    if let_go in ("failed", "released"):
+        return let_go
+    if ambiguous and (
+        (let_go == "gone" and intended == "completed")
+        or (let_go == "free" and intended in ("failed", "abandoned", "released"))
+    ):
+        return intended
+    return "lost"
+
+
 class RunningState(Generic[J]):
     """A job in a worker's hands: its handle, when it started, and who settled it.
 
     Each job is *settled* once, by whoever comes first: the handler (complete or
-    error), the hard limit (abandon) or shutdown (release).
+    error), the hard limit (abandon) or shutdown (release). The settlement is an
+    *acknowledgement* to the server, tried again after a transient failure for as
+    long as the lease allows; heartbeats go on until it is ``done``.
     """
 
-    def __init__(self, job: J) -> None:
+    def __init__(self, job: J, lease: float) -> None:
         self.job = job
+        self.lease = lease
         self.started = time.monotonic()
         self.last_beat = self.started
         self.settled: Outcome | None = None
+        #: The acknowledgement is over (applied, or given up): no more heartbeats.
+        self.done = False
+        #: An acknowledgement failed transiently: it may have been applied.
+        self.ambiguous = False
+        self._ack_pause = 0.0
 
     @property
     def elapsed(self) -> float:
@@ -101,7 +144,9 @@ class RunningState(Generic[J]):
         self, now: float, interval: float, hard_limit: float | None
     ) -> Literal["abandon", "beat"] | None:
         """What the heartbeat loop owes this job at ``now`` (a monotonic time)."""
-        if hard_limit is not None and now - self.started >= hard_limit:
+        if self.done:
+            return None
+        if self.settled is None and hard_limit is not None and now - self.started >= hard_limit:
             return "abandon"
         if now - self.last_beat >= interval:
             return "beat"
@@ -114,13 +159,72 @@ class RunningState(Generic[J]):
         self.settled = outcome
         return True
 
-    def settle_failed(self, exc: MongoQueueError) -> None:
-        """Settling raised ``exc``: the job counts as lost (its lease expires; it comes back)."""
-        self.settled = "lost"
+    def needs_ack(self) -> bool:
+        """Whether the worker still has to write the settlement to the server.
+
+        When the handle no longer holds the job (the handler settled it itself, or
+        its lease was lost), records what happened instead and ends.
+        """
+        if self.done or self.settled is None:
+            return False
+        if self.job.held:
+            return True
+        intended = self.settled
+        self.settled = handle_outcome(self.job, intended, self.ambiguous)
+        self.done = True
+        if self.settled == "lost":
+            log.warning(
+                "job %s: its lease was lost before the worker settled it (another consumer "
+                "may run it: delivery is at least once)",
+                self.job.id,
+            )
+        elif self.settled != intended:
+            log.info("job %s: the handler settled it itself (%s)", self.job.id, self.settled)
+        return False
+
+    def acked(self) -> None:
+        self.done = True
+
+    def ack_failed(self, exc: MongoQueueError, retry: bool) -> float | None:
+        """The acknowledgement raised ``exc``: the pause before trying again, or None
+        when the worker gives up (the job's outcome is then recorded)."""
+        if isinstance(exc, QueueUnavailable) and retry:
+            self.ambiguous = True
+            now = time.monotonic()
+            left = self.last_beat + self.lease - now
+            if left > 0:
+                self._ack_pause = min(MAX_ACK_PAUSE, self._ack_pause * 2 or FIRST_ACK_PAUSE)
+                log.warning(
+                    "job %s: could not record it as %s (%s); trying again in %.2fs, while "
+                    "its lease lasts (%.1fs)",
+                    self.job.id,
+                    self.settled,
+                    exc,
+                    self._ack_pause,
+                    left,
+                )
+                return self._ack_pause
+        self.done = True
         if isinstance(exc, LeaseLost):
-            log.warning("lease lost: %s (the job may run again: delivery is at least once)", exc)
-        else:
-            log.error("job %s: %s; it comes back when its lease expires", self.job.id, exc)
+            self.settled = (
+                "lost"
+                if self.job._let_go is None
+                else handle_outcome(self.job, self.settled or "completed", self.ambiguous)
+            )
+            if self.settled == "lost":
+                log.warning(
+                    "lease lost: %s (the job may run again: delivery is at least once)", exc
+                )
+            else:
+                log.info("job %s: an earlier try to record it was applied", self.job.id)
+            return None
+        self.settled = "lost"
+        log.error("job %s: %s; it comes back when its lease expires", self.job.id, exc)
+        return None
+
+    def settle_failed(self, exc: MongoQueueError) -> None:
+        """Settling raised ``exc`` and is not tried again (see :meth:`ack_failed`)."""
+        self.ack_failed(exc, retry=False)
 
 
 class WorkerCore:
@@ -228,6 +332,19 @@ class WorkerCore:
     def _shutdown_grace(self, code: int) -> float:
         """Running jobs get the grace period after a requested stop, none after a failure."""
         return self.grace if code == EXIT_OK else 0.0
+
+    def _claim_wait(self, running: int) -> float | None:
+        """How long a claim waits for a job: not at all in burst mode with nothing running
+        (burst exits as soon as nothing is due), else ``idle_wait``."""
+        return None if self.burst and running == 0 else self.idle_wait
+
+    def _burst_done(self, job: object, running: int) -> bool:
+        """Burst mode ends when nothing is due for this worker and none of its jobs runs.
+
+        Delayed jobs and other workers' running jobs do not keep it alive; a job of
+        its own that fails and is retried later does not either.
+        """
+        return self.burst and job is None and running == 0
 
     @staticmethod
     def _reconnect_pause(previous: float) -> float:
@@ -348,17 +465,13 @@ def log_failure() -> None:
 
 
 def log_reconnect(exc: Exception, pause: float) -> None:
-    log.warning("%s; retrying in %.1fs", exc, pause)
-
-
-def nothing_left(stats: Mapping[str, int]) -> bool:
-    """Whether ``queue.stats()`` shows no job left to run: none available (waiting or
-    delayed) and none locked. Failed jobs (``errors``) do not keep a burst worker going."""
-    return stats["available"] + stats["locked"] == 0
+    """A claim failed: transient errors are warnings, permanent ones errors (both retried)."""
+    level = logging.WARNING if isinstance(exc, QueueUnavailable) else logging.ERROR
+    log.log(level, "%s; retrying in %.1fs", exc, pause)
 
 
 def log_burst_done() -> None:
-    log.info("burst: the queue is empty")
+    log.info("burst: no job is due; exiting")
 
 
 def log_unreleased(job: JobData, exc: MongoQueueError) -> None:

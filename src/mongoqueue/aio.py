@@ -17,6 +17,7 @@ until its lease expires, exactly like a consumer that crashed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -40,16 +41,17 @@ from ._core import (
     QueueCore,
     check_queue_collection,
 )
-from .errors import MongoQueueError, driver_errors
+from .errors import MongoQueueError, OperationFailed, driver_errors
 from .job import JobData, exit_outcome, log_unrecorded_failure, settled_by_handle
 from .retry import RetryPolicy
 from .status import JobStatus
 from .waiting import (
     CHANGE_STREAMS_UNSUPPORTED,
-    RECHECK_SECONDS,
     WAKE_SLACK_SECONDS,
     Deadline,
     PollBackoff,
+    WakeState,
+    stream_await_seconds,
 )
 
 __all__ = [
@@ -223,7 +225,7 @@ class AsyncMongoQueue(QueueCore):
         """One claim: the best claimable job, or None.
 
         The claim is served by ``ops.CLAIM_INDEX`` (equality on state, then the
-        sort, then the visible_at range): see that index's comment.
+        sort: priority, visible_at, _id): see that index's comment.
         """
         await self._ensure_ready()
         with driver_errors():
@@ -247,7 +249,7 @@ class AsyncMongoQueue(QueueCore):
         return None
 
     async def next(self, wait: float | None = None) -> AsyncJob | None:
-        """Claim the next job: highest priority first, then first in first out.
+        """Claim the next job: highest priority first, then the one that became due first.
 
         Returns None when no job is available. With ``wait`` (seconds), waits
         until a job becomes available or the time is up (the asyncio twin suspends
@@ -255,41 +257,109 @@ class AsyncMongoQueue(QueueCore):
         by polling.
         """
         deadline = self._wait_deadline(wait)
-        job = await self._claim()
-        if job is not None or deadline is None:
-            return job
+        if deadline is None or self._claims_before_waiting():
+            job = await self._claim()
+            if job is not None or deadline is None:
+                return job
         return await self._wait_and_claim(deadline)
 
     async def _wait_and_claim(self, deadline: Deadline) -> AsyncJob | None:
         if self._change_streams:
             try:
                 with driver_errors():
-                    while True:
-                        # A getMore's await time is fixed when the stream opens: when less
-                        # than that is left, reopen with the time left rather than sleep.
-                        block = min(RECHECK_SECONDS, deadline.remaining())
-                        stream = await self.collection.watch(
-                            ops.wake_pipeline(), max_await_time_ms=max(1, int(block * 1000))
-                        )
-                        async with stream:
-                            # Opened before claiming again, so no job put meanwhile is missed.
-                            while True:
-                                job = await self._claim()
-                                if job is not None or deadline.expired():
-                                    return job
-                                if deadline.remaining() + WAKE_SLACK_SECONDS < block:
-                                    break
-                                await stream.try_next()  # returns early on a wake-up event
-            except pymongo.errors.OperationFailure as exc:
+                    if self._wake.lock.acquire(blocking=False):
+                        try:
+                            return await self._wait_on_stream(deadline, self._wake)
+                        finally:
+                            self._wake.lock.release()
+                    # Another task waits on this queue's stream: wait on one of our own.
+                    own = WakeState()
+                    try:
+                        return await self._wait_on_stream(deadline, own)
+                    finally:
+                        await self._close_stream(own)
+            except OperationFailed as exc:
                 if exc.code not in CHANGE_STREAMS_UNSUPPORTED:
                     raise
                 self._change_streams = False
-        backoff = PollBackoff()
+        # The polling interval carries over between calls (an idle consumer polls once
+        # a second, not from 50 ms again on every call); a claimed job resets it.
         while True:
-            job = await self._claim()
-            if job is not None or deadline.expired():
-                return job
-            await asyncio.sleep(backoff.next_interval(deadline.remaining()))
+            if self._poll.claim_due():
+                job = await self._claim()
+                if job is not None:
+                    self._poll = PollBackoff()
+                    return job
+                self._poll.claimed_nothing()
+            if deadline.expired():
+                return None
+            await asyncio.sleep(self._poll.wait_seconds(deadline.remaining()))
+
+    async def _wait_on_stream(self, deadline: Deadline, wake: WakeState) -> AsyncJob | None:
+        """Claim when the stream reports a change or a re-check is due, until the deadline."""
+        failed = False
+        try:
+            while True:
+                if deadline.remaining() <= WAKE_SLACK_SECONDS:
+                    await asyncio.sleep(deadline.remaining())
+                    return await self._claim() if wake.claim_due() else None
+                if wake.needs_open(deadline.remaining()):
+                    await self._close_stream(wake)
+                    seconds = stream_await_seconds(deadline.remaining())
+                    stream = await self.collection.watch(
+                        ops.wake_pipeline(), max_await_time_ms=max(1, round(seconds * 1000))
+                    )
+                    # Opened before claiming again, so no job put meanwhile is missed.
+                    wake.opened(stream, seconds)
+                if wake.claim_due():
+                    job = await self._claim()
+                    if job is not None:
+                        wake.woken()
+                        return job
+                    empty = None
+                    if wake.probe_due():
+                        empty = (
+                            await self.collection.find_one(ops.size_filter(), {"_id": 1}) is None
+                        )
+                    wake.idle(empty)
+                if deadline.remaining() <= WAKE_SLACK_SECONDS or wake.needs_open(
+                    deadline.remaining()
+                ):
+                    continue
+                try:
+                    changed = await wake.stream.try_next()
+                except pymongo.errors.OperationFailure as exc:
+                    # A stream kept open between calls may fail to resume (its history
+                    # left the oplog): reopen it once, which claims again first.
+                    if exc.code in CHANGE_STREAMS_UNSUPPORTED or failed:
+                        raise
+                    failed = True
+                    await self._close_stream(wake)
+                    continue
+                if changed is not None:
+                    wake.woken()  # a change that may have made a job claimable
+        except BaseException:
+            await self._close_stream(wake)
+            raise
+
+    async def close_stream(self) -> None:
+        """Close the change stream ``next(wait=)`` keeps open between calls.
+
+        The next wait opens a new one. Workers call it when they stop; call it when
+        a queue object that waited will wait no more (its client is closing).
+        """
+        if self._wake.lock.acquire(blocking=False):
+            try:
+                await self._close_stream(self._wake)
+            finally:
+                self._wake.lock.release()
+
+    @staticmethod
+    async def _close_stream(wake: WakeState) -> None:
+        stream, wake.stream = wake.stream, None
+        if stream is not None:
+            with contextlib.suppress(pymongo.errors.PyMongoError):
+                await stream.close()
 
     async def next_batch(self, n: int, *, hold: int = 0) -> list[AsyncJob]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
@@ -549,6 +619,42 @@ class AsyncMongoQueue(QueueCore):
             if limit is not None:
                 cursor = cursor.limit(limit)
             return [self._snapshot(AsyncJob(self, doc)) async for doc in cursor]
+
+    async def jobs(
+        self,
+        state: str = "all",
+        *,
+        key: str | None = None,
+        locked_by: str | None = None,
+        priority: int | None = None,
+        limit: int | None = None,
+        after: JobData | str | None = None,
+    ) -> list[AsyncJob]:
+        """Snapshots of jobs in listing order (not claims), read from the claim index.
+
+        ``state`` is one of ``waiting``, ``delayed``, ``running``, ``lease_expired``,
+        ``failed`` or ``all`` (the default); ``key``, ``locked_by`` and ``priority``
+        narrow it by exact match. The order is by stored state (failed jobs first),
+        then the claim order: priority, then the time each job became due. To page,
+        pass the last job of a page (or ``operations.listing_cursor`` of its
+        ``data``) as ``after``: the next page starts right after its place, even if
+        that job has finished since.
+        """
+        limit = self._check_limit(limit)
+        query = self._listing_query(state, await self._now(), key, locked_by, priority, after)
+        with driver_errors():
+            cursor = self.collection.find(query, sort=ops.LISTING_SORT)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return [self._snapshot(AsyncJob(self, doc)) async for doc in cursor]
+
+    async def server_time(self) -> datetime:
+        """This queue's estimate of the server's current time (UTC; see ``mongoqueue.clock``).
+
+        The time ``jobs()`` and ``stats()`` judge ``waiting`` against ``delayed`` by:
+        a job whose ``available_at`` is after it is delayed.
+        """
+        return await self._now()
 
     # ------------------------------------------------------------------ maintenance
 

@@ -13,7 +13,8 @@ instead of threads:
   then its job gets the failed attempt ("abandoned: ... hard limit");
 * waits for work with ``next(wait=)``, so an idle worker is woken as soon as a
   job is put;
-* on SIGTERM or SIGINT (handlers installed on the running loop) stops claiming,
+* on SIGTERM or SIGINT (one handler for every worker of the process, see
+  :mod:`mongoqueue._signals`) stops claiming,
   lets the running jobs finish for up to ``grace`` seconds, then cancels the
   rest and releases their jobs (attempts unchanged); a second signal exits at
   once, and the leases of its jobs expire so they are delivered again;
@@ -35,13 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
+from ._signals import attach
 from ._worker_core import (
     EXIT_ERROR,
     EXIT_OK,
@@ -68,7 +67,6 @@ from ._worker_core import (
     log_stopped,
     log_unreleased,
     log_waiting,
-    nothing_left,
 )
 from .aio import AsyncJob, AsyncMongoQueue
 from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
@@ -103,8 +101,8 @@ StopReason = Literal["abandoned", "released"]
 class AsyncRunningJob(RunningState[AsyncJob]):
     """A job in an async worker's hands: its task, and why the worker cancelled it."""
 
-    def __init__(self, job: AsyncJob) -> None:
-        super().__init__(job)
+    def __init__(self, job: AsyncJob, lease: float) -> None:
+        super().__init__(job, lease)
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: StopReason | None = None
@@ -112,14 +110,33 @@ class AsyncRunningJob(RunningState[AsyncJob]):
         #: The worker stopped waiting for the cancelled handler and moved on.
         self.left_behind = False
 
-    async def settle(self, outcome: Outcome, action: Callable[[], Awaitable[object]]) -> bool:
+    async def settle(
+        self, outcome: Outcome, action: Callable[[], Awaitable[object]], retry: bool = True
+    ) -> bool:
         """Run ``action`` unless the job is already settled (see ``RunningJob.settle``)."""
         async with self.lock:
             if not self.claim(outcome):
                 return False
-            if self.job.held:
-                await action()
-            return True
+        await self.acknowledge(action, retry)
+        return True
+
+    async def acknowledge(
+        self, action: Callable[[], Awaitable[object]], retry: bool = True
+    ) -> None:
+        """Write the settlement already claimed, trying again while the lease lasts."""
+        while True:
+            async with self.lock:
+                if not self.needs_ack():
+                    return
+                try:
+                    await action()
+                    self.acked()
+                    return
+                except MongoQueueError as exc:
+                    pause = self.ack_failed(exc, retry)
+            if pause is None:
+                return
+            await asyncio.sleep(pause)
 
 
 class AsyncWorker(WorkerCore):
@@ -273,6 +290,7 @@ class AsyncWorker(WorkerCore):
             if heartbeats is not None:
                 heartbeats.cancel()
                 await asyncio.gather(heartbeats, return_exceptions=True)
+            await self.queue.close_stream()
             restore()
 
     async def _work(self, heartbeats: asyncio.Task[None]) -> None:
@@ -280,20 +298,14 @@ class AsyncWorker(WorkerCore):
         while await self._wait_for_slot(heartbeats):
             try:
                 job, claimed_at = await self._next_job()
-                if (
-                    job is None
-                    and self.burst
-                    and self.running == 0
-                    and not self._buffer
-                    and nothing_left(await self.queue.stats())
-                ):
-                    log_burst_done()
-                    return
-            except QueueUnavailable as exc:
+            except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
                 await self._wait(self._stopping, pause)
                 continue
+            if self._burst_done(job, self.running):
+                log_burst_done()
+                return
             pause = 0.0
             if job is None:
                 continue
@@ -316,7 +328,7 @@ class AsyncWorker(WorkerCore):
                 self._buffer.put(jobs[1:], claimed_at)
                 return jobs[0], claimed_at
         claimed_at = time.monotonic()
-        job = await self.queue.next(wait=self.idle_wait)
+        job = await self.queue.next(wait=self._claim_wait(self.running))
         self._dry = job is None
         return job, claimed_at
 
@@ -369,7 +381,7 @@ class AsyncWorker(WorkerCore):
     # ------------------------------------------------------------------ one job
 
     def _start(self, job: AsyncJob, claimed_at: float) -> None:
-        running = AsyncRunningJob(job)
+        running = AsyncRunningJob(job, self.queue.timeout)
         running.last_beat = claimed_at  # its lease runs from the claim
         self._active[id(running)] = running
         running.task = self._spawn(self._execute(running), f"mongoqueue-job-{job.id}")
@@ -451,14 +463,15 @@ class AsyncWorker(WorkerCore):
             log_failed(running, exc)
 
     async def _settle(
-        self, running: AsyncRunningJob, outcome: Outcome, action: Callable[[], Awaitable[object]]
+        self,
+        running: AsyncRunningJob,
+        outcome: Outcome,
+        action: Callable[[], Awaitable[object]],
+        retry: bool = True,
     ) -> bool:
-        try:
-            if not await running.settle(outcome, action):
-                return False
-        except MongoQueueError as exc:
-            running.settle_failed(exc)
-        self._record(running, running.settled or outcome)
+        if not await running.settle(outcome, action, retry):
+            return False
+        self._record(running, running.settled or "lost")
         return True
 
     async def _settle_stopped(self, running: AsyncRunningJob) -> None:
@@ -467,7 +480,7 @@ class AsyncWorker(WorkerCore):
             message = self._abandon_message(self.queue.consumer_id)
             if await self._settle(running, "abandoned", lambda: running.job.error(message)):
                 log_abandoned(running, message)
-        elif await self._settle(running, "released", running.job.release):
+        elif await self._settle(running, "released", running.job.release, retry=False):
             log_released(running)
 
     async def _cancel(self, running: AsyncRunningJob, reason: StopReason) -> None:
@@ -499,13 +512,16 @@ class AsyncWorker(WorkerCore):
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            await self._beat()
+            try:
+                await self._beat()
+            except Exception:  # no single failure stops the heartbeats
+                log.exception("heartbeat pass failed; the heartbeats go on")
 
     async def _beat(self) -> None:
         """One pass: cancel handlers past the hard limit, extend the others' leases when due."""
         now = time.monotonic()
         for running in list(self._active.values()):
-            if running.settled is not None or not running.beating:
+            if running.done or not running.beating:
                 continue
             limit = None if running.stop_reason is not None else self.hard_limit
             due = running.due(now, self.heartbeat, limit)
@@ -518,7 +534,7 @@ class AsyncWorker(WorkerCore):
 
     async def _extend(self, running: AsyncRunningJob) -> None:
         async with running.lock:
-            if running.settled is not None or not running.job.held:
+            if running.done or not running.job.held:
                 return
             if running.job.heartbeat_paused:
                 return
@@ -549,37 +565,20 @@ class AsyncWorker(WorkerCore):
             await self._acks.close()  # the last completions are written before it returns
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        """Join the process's signal registry: one signal stops every worker of it.
+
+        The handler runs in the main thread between two steps of whatever runs
+        there; it wakes this worker's loop with ``call_soon_threadsafe``.
+        """
+        if not self.handle_signals:
             return lambda: None
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.getsignal(sig) for sig in signals}
-        try:
-            for sig in signals:
-                loop.add_signal_handler(sig, self._signal_received, sig)
-            native = True
-        except NotImplementedError:  # event loops without add_signal_handler (Windows)
-            native = False
-            for sig in signals:
-                signal.signal(
-                    sig,
-                    lambda signum, frame: loop.call_soon_threadsafe(self._signal_received, signum),
-                )
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                if native:
-                    loop.remove_signal_handler(sig)
-                if handler is not None:
-                    signal.signal(sig, handler)
-
-        return restore
-
-    def _signal_received(self, signum: int) -> None:
-        code = self._on_signal(signum, self._stopping.is_set())
-        if code is not None:
-            os._exit(code)
-        self.stop()
+        return attach(
+            id(self),
+            lambda: loop.call_soon_threadsafe(self._request_stop),
+            self._on_signal,
+            repr(self),
+        )
 
 
 def _uncancel() -> None:

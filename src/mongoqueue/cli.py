@@ -359,10 +359,7 @@ def stats(as_json: bool) -> None:
 
 
 def _jobs(state: str, limit: int) -> list[Job]:
-    queue = _settings().queue()
-    with driver_errors():
-        cursor = queue.collection.find(ops.state_filter(state, queue._now()))
-        return [Job(queue, doc) for doc in cursor.sort(ops.CLAIM_SORT).limit(limit)]
+    return _settings().queue().jobs(state, limit=limit)
 
 
 #: ``--state``: a state of ``counts()`` or ``all``; the older names (available, locked,
@@ -379,7 +376,7 @@ def _list_state(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON documents instead of a table.")
 def list_jobs(state: str, limit: int, as_json: bool) -> None:
-    """List jobs in claim order (priority, then first in first out)."""
+    """List jobs: failed first, then in claim order (priority, then the time each became due)."""
     queue = _settings().queue()
     jobs = _jobs(state, limit)
     if as_json:
@@ -388,7 +385,7 @@ def list_jobs(state: str, limit: int, as_json: bool) -> None:
     if not jobs:
         err.print(f"no {'' if state == 'all' else state + ' '}jobs")
         return
-    now = queue._now()
+    now = queue.server_time()
     table = Table()
     table.add_column("id", no_wrap=True, min_width=24)
     table.add_column("state", no_wrap=True, min_width=7)
@@ -564,7 +561,11 @@ def purge(all_jobs: bool, yes: bool) -> None:
 @click.option(
     "--retry-max", type=float, default=300.0, show_default=True, help="Longest backoff (seconds)."
 )
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Exit once no job is due (delayed and other workers' jobs do not count).",
+)
 @click.option("--consumer-id", help="This worker's name in the queue [default: host-pid].")
 @click.option(
     "--log-level",
@@ -599,6 +600,12 @@ def purge(all_jobs: bool, yes: bool) -> None:
     help="Serve metrics beyond loopback without authentication (you accept that anyone "
     "who reaches the port reads them).",
 )
+@click.option(
+    "--metrics-depth",
+    is_flag=True,
+    help="Also export the queue's depth gauges (off: export depth from one place, the "
+    "dashboard's /metrics, not from every worker).",
+)
 def worker(
     handler: str,
     queues: tuple[str, ...],
@@ -620,6 +627,7 @@ def worker(
     metrics_password_file: str | None,
     metrics_user: str,
     metrics_no_auth: bool,
+    metrics_depth: bool,
 ) -> int:
     """Run HANDLER (module:function) on each job; it is called with the Job.
 
@@ -685,6 +693,7 @@ def worker(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         metrics_auth=metrics_auth,
+        metrics_depth=metrics_depth,
     )
 
 

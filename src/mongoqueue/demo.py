@@ -65,6 +65,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     log: Path
     killed: bool = False
+    stopped: bool = False
 
     @property
     def status(self) -> str:
@@ -115,7 +116,7 @@ class _Demo:
                 sys.executable, "-m", "mongoqueue", "--uri", self.uri, "--db", DEMO_DB,
                 "--collection", JOBS, "worker", f"{__name__}:handle", "--concurrency", "1",
                 "--timeout", str(self.lease), "--retry-initial", "0.2", "--retry-max", "1",
-                "--burst", "--consumer-id", name, "--log-level", "INFO",
+                "--consumer-id", name, "--log-level", "INFO",
             ]  # fmt: skip
             with open(log, "wb") as out:
                 process = subprocess.Popen(
@@ -195,8 +196,18 @@ class _Demo:
                 live.update(Group(progress, self._table(counts)))
                 if all(worker.process.poll() is not None for worker in self.pool):
                     return True
+                # Not --burst: a surviving worker would exit while a killed worker's job
+                # waits for its lease to end. Stop them once every job has left the queue.
+                if db[JOBS].count_documents({}, limit=1) == 0:
+                    self._stop_workers()
                 time.sleep(0.05)
         return False
+
+    def _stop_workers(self) -> None:
+        for worker in self.pool:
+            if worker.process.poll() is None and not worker.stopped:
+                worker.stopped = True
+                worker.process.send_signal(signal.SIGTERM)
 
     def _report(self, db: Database[dict[str, Any]], queue: MongoQueue, finished: bool) -> int:
         completions = Counter(e["n"] for e in db[EVENTS].find({"event": "completed"}))

@@ -7,7 +7,9 @@ while its worker is alive. If the worker dies, the heartbeats stop and the lease
 expires as usual.
 
 A handler still running after ``hard_limit`` seconds is *abandoned*: the
-heartbeat thread records a failed attempt on its job (``Job.error()``), so the
+heartbeat thread claims the job's settlement and a short-lived thread records a
+failed attempt on it (``Job.error()``, tried again after a transient error while
+the lease lasts, the heartbeats going on meanwhile), so the
 job comes back after its retry backoff (or fails at ``max_attempts``), and the
 worker frees the slot. Python cannot stop a thread, so the abandoned handler
 keeps running in the background until it returns; its result is discarded.
@@ -16,7 +18,8 @@ keeps running in the background until it returns; its result is discarded.
 Each job is *settled* once, by whoever comes first: the handler's thread
 (complete or error), the heartbeat thread (abandon), or shutdown (release).
 :class:`RunningJob` serialises that with a lock, and heartbeats take the same
-lock, so two threads never write one job at once. When a job is due for a
+lock, so two threads never write one job at once. No single failure stops the
+heartbeat thread: a failed pass is logged and the next one runs. When a job is due for a
 heartbeat or past its limit is decided in :mod:`mongoqueue._worker_core`,
 shared with the async worker.
 """
@@ -27,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log_heartbeat_failed
+from ._worker_core import MAX_TICK_SECONDS, Outcome, RunningState, log, log_heartbeat_failed
 from .errors import MongoQueueError
 from .job import Job
 
@@ -37,22 +40,38 @@ __all__ = ["Heartbeat", "RunningJob"]
 class RunningJob(RunningState[Job]):
     """A job in a worker's hands, with the lock that serialises its writes."""
 
-    def __init__(self, job: Job) -> None:
-        super().__init__(job)
+    def __init__(self, job: Job, lease: float) -> None:
+        super().__init__(job, lease)
         self.lock = threading.Lock()
 
-    def settle(self, outcome: Outcome, action: Callable[[], object]) -> bool:
+    def settle(self, outcome: Outcome, action: Callable[[], object], retry: bool = True) -> bool:
         """Run ``action`` (complete, error, release) unless the job is already settled.
 
-        Returns False when someone else settled it first. Errors of ``action``
-        propagate; the job counts as settled either way (it was tried once).
+        Returns False when someone else settled it first. A transient failure is
+        tried again (``retry``) while the lease lasts, the heartbeats going on
+        meanwhile; ``settled`` then says what happened (see ``RunningState``).
         """
         with self.lock:
             if not self.claim(outcome):
                 return False
-            if self.job.held:
-                action()
-            return True
+        self.acknowledge(action, retry)
+        return True
+
+    def acknowledge(self, action: Callable[[], object], retry: bool = True) -> None:
+        """Write the settlement already claimed, trying again while the lease lasts."""
+        while True:
+            with self.lock:
+                if not self.needs_ack():
+                    return
+                try:
+                    action()
+                    self.acked()
+                    return
+                except MongoQueueError as exc:
+                    pause = self.ack_failed(exc, retry)
+            if pause is None:
+                return
+            time.sleep(pause)
 
 
 class Heartbeat:
@@ -92,7 +111,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
-            self.beat()
+            try:
+                self.beat()
+            except Exception:  # no single failure stops the heartbeats
+                log.exception("heartbeat pass failed; the heartbeats go on")
 
     def beat(self) -> None:
         """One pass: abandon jobs past the hard limit, extend the others' leases when due."""
@@ -102,14 +124,13 @@ class Heartbeat:
         for running in jobs:
             due = running.due(now, self.interval, self.hard_limit)
             if due == "abandon":
-                self.remove(running)
                 self._on_abandon(running)
             elif due == "beat":
                 self._extend(running)
 
     def _extend(self, running: RunningJob) -> None:
         with running.lock:
-            if running.settled is not None or not running.job.held:
+            if running.done or not running.job.held:
                 return
             if running.job.heartbeat_paused:
                 return

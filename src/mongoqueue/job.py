@@ -19,7 +19,13 @@ from .errors import MongoQueueError
 if TYPE_CHECKING:
     from .queue import Job
 
-__all__ = ["Job", "JobData"]
+__all__ = ["Job", "JobData", "LetGo"]
+
+#: How a handle let go of its job: it recorded a failed attempt (``error``), it
+#: released it, or a fenced call found the job no longer held by it: held by
+#: another claim or failed (``lost``), back in the queue unheld (``free``), or
+#: deleted (``gone``). The worker reads it to report what happened to a job.
+LetGo = Literal["failed", "released", "lost", "free", "gone"]
 
 log = logging.getLogger("mongoqueue")
 
@@ -43,7 +49,7 @@ def _utc(value: Any) -> datetime | None:
 class JobData:
     """Read-only view of a job document (shared by the sync and async handles)."""
 
-    __slots__ = ("_data", "_settled", "_token", "heartbeat_paused")
+    __slots__ = ("_data", "_let_go", "_settled", "_token", "heartbeat_paused")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data: dict[str, Any] = dict(data)
@@ -56,6 +62,9 @@ class JobData:
         #: sets it while a transaction that completes the job is open, so a
         #: heartbeat write cannot conflict with the transaction's completion).
         self.heartbeat_paused = False
+        #: How this handle let go of its job, once it has (see ``LetGo``); None while held,
+        #: and after ``complete()``.
+        self._let_go: LetGo | None = None
 
     @property
     def id(self) -> Any:

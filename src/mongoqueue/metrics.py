@@ -25,7 +25,9 @@
 ``mongoqueue_jobs``                             gauge      jobs by ``state``: waiting, delayed,
                                                            running, failed, completed,
                                                            cancelled (disjoint: they sum to
-                                                           the jobs in the collection)
+                                                           the jobs in the collection); only
+                                                           with ``depth=True`` or a
+                                                           ``DepthCollector``
 ``mongoqueue_jobs_lease_expired``               gauge      running jobs past their lease (a
                                                            subset of ``state="running"``)
 ==============================================  =========  ==================================
@@ -36,6 +38,15 @@ the dashboard adds ``mongoqueue_up`` (:class:`UpCollector`).
 Every metric has a ``queue`` label (``db.collection``). The counters are this
 process's; Prometheus sums them over workers. The depth gauges are read at
 scrape time from ``queue.counts()`` (a few index-served counts per queue).
+
+**Depth is exported from one place.** The depth gauges describe the queue, not
+the process, and each scrape reads them from the server; if every worker
+exported them, a fleet of N workers would run N reads per scrape interval for
+the same numbers. So ``QueueMetrics`` exports the per-process counters only by
+default, and depth comes from one exporter: the dashboard's ``/metrics``
+(``mongoqueue dashboard``, every queue of its database), or one process that
+registers a ``DepthCollector`` (or ``QueueMetrics(queue, depth=True)``,
+``mongoqueue worker --metrics-depth``).
 
 A worker feeds it through its observer hook: ``Worker(queue, handler,
 observer=metrics.observe)``; ``mongoqueue worker --metrics-port P`` does that
@@ -190,7 +201,7 @@ class QueueMetrics:
         queue: MongoQueue | AsyncMongoQueue,
         registry: CollectorRegistry | None = None,
         *,
-        depth: bool = True,
+        depth: bool = False,
     ) -> None:
         if depth and isinstance(queue, AsyncMongoQueue):
             raise InvalidArgument(

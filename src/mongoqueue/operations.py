@@ -10,12 +10,13 @@ A job is one document::
     state             "ready"    in the queue: waiting, delayed, or held by a consumer
                       "failed"   reached max_attempts; never delivered again until requeued
     priority          int        higher first
-    scheduled_at      date       when the job first became deliverable (put time or run_at);
-                                 first-in first-out among equal priority, then _id
+    scheduled_at      date       when the job first became deliverable: run_at, put time plus
+                                 delay, or (due at once) a lower bound of the server's time
+                                 at put
     visible_at        date       a ready job may be claimed once the server's clock reaches
                                  it: its scheduled time, the end of a retry backoff, or the
-                                 end of the current lease (for a job put as due at once,
-                                 a lower bound of the server's time at put)
+                                 end of the current lease; among equal priority, claims
+                                 take the earliest visible_at first, then the lowest _id
     attempts          int        failed deliveries so far (error() or an expired lease)
     max_attempts      int        (optional) this job's own limit instead of the queue's
     retry             document   (optional) this job's own RetryPolicy, in milliseconds
@@ -26,6 +27,10 @@ A job is one document::
     lease_expires_at  date|null  end of the current lease (equal to visible_at while held)
     progress          int|null   last progress() count
     last_error        str|null   message of the last failure
+    attempts_log      array      (optional) the last ATTEMPTS_KEPT failed deliveries, oldest
+                                 first: {attempt, at, worker, error}, each error cut to
+                                 ATTEMPT_ERROR_CHARS characters (written by error() and by
+                                 lease expiry; the dashboard's attempt history)
     created_at        date       when put() ran
 
 Kept jobs (the task layer; a raw ``complete()`` deletes the job instead)::
@@ -57,10 +62,11 @@ or error message that starts with ``$`` must never be read as a field path.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
-from bson import ObjectId
+from bson import ObjectId, json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, UpdateOne
 
@@ -68,9 +74,11 @@ from .errors import InvalidArgument
 from .retry import RetryPolicy
 
 __all__ = [
+    "CLAIM_INDEX_NAMES",
     "CLAIM_SORT",
     "INDEXES",
     "acknowledge_writes",
+    "after_filter",
     "backoff_ms",
     "cancel_filter",
     "claim_filter",
@@ -85,6 +93,7 @@ __all__ = [
     "held",
     "ids_filter",
     "indexes",
+    "listing_cursor",
     "listing_filter",
     "new_job",
     "prefetched_unless",
@@ -111,26 +120,38 @@ CANCELLED = "cancelled"
 
 # --------------------------------------------------------------------------- indexes
 #
-# The claim index follows the ESR rule (Equality, Sort, Range): ``state`` is
-# matched by equality, ``priority, scheduled_at, _id`` is the claim's sort, and
-# ``visible_at`` is the range. mongod walks the index in sort order, checks
-# ``visible_at`` on the index key itself, and fetches only the document it
-# claims: one IXSCAN with no SORT stage, so a claim costs the same at 1k or 1M
-# queued jobs. (Putting ``visible_at`` before the sort fields would make mongod
-# sort every visible job on each claim.) The index walk only skips entries of
-# jobs that are held or backing off ahead of the first claimable one; delayed
-# jobs sort by their scheduled time, after the jobs that are due.
+# The claim index orders jobs by eligibility: ``state`` is matched by equality,
+# then ``priority`` (highest first), then ``visible_at`` (the time the job became
+# or becomes claimable), then ``_id``. The claim's sort is the index's order after
+# ``state``, so mongod reads it from the index (one IXSCAN, no SORT stage), and its
+# range on ``visible_at`` is checked on the keys: within one priority the first key
+# past ``now`` ends that priority's run and the scan seeks to the next priority.
+# Held jobs (``visible_at`` = end of lease), jobs backing off and delayed jobs all
+# sort *after* every due job of their priority, so a claim examines about one key
+# per distinct priority in use plus the key it claims, however many jobs are held,
+# backing off or delayed (see bench/: 1000 held jobs ahead of a due one cost 2
+# keys, where the previous index, sorted by ``scheduled_at``, cost 1001).
+#
+# The price is the order among equal priority: first-come first-served by the
+# time a job became due (put time, ``run_at``, end of backoff), not by the time it
+# was first put, so a retried job goes behind jobs that became due before it, as
+# in SQS. A released job keeps its place (``release_update``).
 CLAIM_INDEX = IndexModel(
     [
         ("state", ASCENDING),
         ("priority", DESCENDING),
-        ("scheduled_at", ASCENDING),
-        ("_id", ASCENDING),
         ("visible_at", ASCENDING),
+        ("_id", ASCENDING),
     ],
-    name="mongoqueue_claim",
+    name="mongoqueue_claim_v2",
 )
-CLAIM_SORT = [("priority", DESCENDING), ("scheduled_at", ASCENDING), ("_id", ASCENDING)]
+CLAIM_SORT = [("priority", DESCENDING), ("visible_at", ASCENDING), ("_id", ASCENDING)]
+
+#: Names of the claim index, newest first. ``mongoqueue_claim`` on ``{state,
+#: priority: -1, scheduled_at, _id, visible_at}`` is the index of mongoqueue 1.x
+#: before this release: ``ensure_indexes`` leaves it in place (consumers of the
+#: previous release may still be claiming with its sort); drop it once none runs.
+CLAIM_INDEX_NAMES = ("mongoqueue_claim_v2", "mongoqueue_claim")
 
 # Deduplication: at most one *ready* job per key. A failed or completed job
 # leaves the index, so the key can be used again. The server enforces it, so two
@@ -281,6 +302,36 @@ def _after_ms(ms: Doc | int) -> Doc:
     return {"$toDate": {"$add": [{"$toLong": "$$NOW"}, ms]}}
 
 
+#: Failed deliveries kept in a job's ``attempts_log`` (the oldest drop out).
+ATTEMPTS_KEPT = 10
+#: Characters of each failure's message kept in ``attempts_log`` (``last_error`` keeps all).
+ATTEMPT_ERROR_CHARS = 2000
+
+
+def attempts_log_append() -> Doc:
+    """``attempts_log`` with one more entry, keeping the last ``ATTEMPTS_KEPT``.
+
+    Used in the second stage of a failure, which sees the new ``attempts`` and
+    ``last_error`` of the first (so the message is sent once) and, within the
+    same ``$set``, the holder's ``locked_by`` before it is cleared.
+    """
+    message = "$last_error"
+    entry = {
+        "attempt": "$attempts",
+        "at": "$$NOW",
+        "worker": "$locked_by",
+        "error": {
+            "$cond": [
+                {"$eq": [{"$type": message}, "string"]},
+                {"$substrCP": [message, 0, ATTEMPT_ERROR_CHARS]},
+                None,
+            ]
+        },
+    }
+    log = {"$concatArrays": [{"$ifNull": ["$attempts_log", []]}, [entry]]}
+    return {"$slice": [log, -ATTEMPTS_KEPT]}
+
+
 #: A lease expiry counts one attempt, except on a job claimed ``prefetched`` that its
 #: holder never started (it sat in a worker's buffer: its handler never ran).
 _EXPIRY_STEP = {"$cond": [{"$eq": ["$prefetched", True]}, 0, 1]}
@@ -292,14 +343,17 @@ def _failure(
     """The two ``$set`` stages that record one failed delivery.
 
     The first adds one attempt and stores ``message``; the second (which sees the
-    new count) makes the job ``failed`` if it reached its max attempts, else ready
-    again once its backoff has passed, and drops the lease either way.
+    new count and message) appends them with the time and the holder to the
+    bounded ``attempts_log``, makes the job ``failed`` if it reached its max
+    attempts, else ready again once its backoff has passed, and drops the lease
+    either way.
     """
     first = {"attempts": {"$add": ["$attempts", step]}, "last_error": message}
     reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
     second = {
         "state": {"$cond": [reached_max, FAILED, READY]},
         "visible_at": _after_ms(backoff_ms(policy, jitter)),
+        "attempts_log": attempts_log_append(),
         **_NOT_HELD,
     }
     return first, second
@@ -505,8 +559,12 @@ def pass_update(max_passes: int, message: str, delay_ms: int) -> Pipeline:
 
 
 def release_update() -> Pipeline:
-    """``release()``: back to the queue at once, attempts unchanged."""
-    return [{"$set": {**_NOT_HELD, "visible_at": "$$NOW"}}]
+    """``release()``: back to the queue at once, attempts unchanged.
+
+    The job gets its place back: ``visible_at`` returns to its scheduled time (or
+    the server's now, for a job whose ``scheduled_at`` is missing or ahead).
+    """
+    return [{"$set": {**_NOT_HELD, "visible_at": {"$min": ["$scheduled_at", "$$NOW"]}}}]
 
 
 def progress_update(count: int, lease_ms: int) -> Pipeline:
@@ -755,17 +813,52 @@ def list_state(state: str) -> str:
 def state_filter(state: str, now: datetime) -> Doc:
     """Jobs in one of ``LIST_STATES`` (or an alias), as ``counts()`` counts them."""
     not_held = {"state": READY, "lease_token": {"$not": {"$type": "string"}}}
+    running = {"state": READY, "lease_token": {"$type": "string"}}
     filters: dict[str, Doc] = {
         "waiting": {**not_held, "visible_at": {"$lte": now}},
         "delayed": {**not_held, "visible_at": {"$gt": now}},
-        "running": held_filter(),
-        "lease_expired": lease_expired_filter(now),
+        "running": running,
+        "lease_expired": {**running, "lease_expires_at": {"$lte": now}},
         "failed": failed_filter(),
         "completed": {"state": COMPLETED},
         "cancelled": {"state": CANCELLED},
         "all": {},
     }
     return filters[list_state(state)]
+
+
+#: Listing order: by stored state, then the claim order; the claim index serves it
+#: (``state`` is its first field), so a page is read from the index, never sorted.
+LISTING_SORT = [("state", ASCENDING), *CLAIM_SORT]
+
+_CURSOR_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=timezone.utc)
+
+
+def listing_cursor(doc: Mapping[str, Any]) -> str:
+    """A job's place in the listing order, as a string to pass as ``jobs(after=...)``."""
+    place = [doc.get("state"), doc.get("priority"), doc.get("visible_at"), doc["_id"]]
+    return json_util.dumps(place, json_options=_CURSOR_JSON)
+
+
+def after_filter(cursor: str) -> Doc:
+    """Jobs after the place ``listing_cursor`` gave, in ``LISTING_SORT`` order (keyset paging)."""
+    try:
+        state, priority, visible_at, job_id = json_util.loads(cursor, json_options=_CURSOR_JSON)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(
+            f"after must be a job from a previous listing or its listing_cursor(), got {cursor!r}"
+        ) from exc
+    same_state = {"state": {"$eq": state}}
+    same_priority = {**same_state, "priority": {"$eq": priority}}
+    same_visible = {**same_priority, "visible_at": {"$eq": visible_at}}
+    return {
+        "$or": [
+            {"state": {"$gt": state}},
+            {**same_state, "priority": {"$lt": priority}},
+            {**same_priority, "visible_at": {"$gt": visible_at}},
+            {**same_visible, "_id": {"$gt": job_id}},
+        ]
+    }
 
 
 def listing_filter(
@@ -775,11 +868,14 @@ def listing_filter(
     key: str | None = None,
     locked_by: str | None = None,
     priority: int | None = None,
+    after: str | None = None,
 ) -> Doc:
-    """``state_filter`` narrowed by exact matches (the dashboard's list filters)."""
+    """``state_filter`` narrowed by exact matches and, for paging, ``after_filter``."""
     doc = dict(state_filter(state, now))
     extra = {"key": key, "locked_by": locked_by, "priority": priority}
-    doc.update({field: value for field, value in extra.items() if value is not None})
+    doc.update({field: {"$eq": value} for field, value in extra.items() if value is not None})
+    if after is not None:
+        doc = {"$and": [doc, after_filter(after)]}
     return doc
 
 

@@ -19,8 +19,8 @@ module:function``):
 Exit codes of :meth:`Worker.run` (and of ``mongoqueue worker``):
 
 ====  ============================================================================
-0     stopped as asked (signal, :meth:`Worker.stop`, or ``burst`` and the queue
-      is empty); running jobs finished or were released
+0     stopped as asked (signal, :meth:`Worker.stop`, or ``burst`` and no job is
+      due for it); running jobs finished or were released
 1     the worker failed with an unexpected error (logged); jobs were released
 2     bad usage: invalid arguments, handler not importable (the CLI)
 3     MongoDB could not be reached at start
@@ -36,14 +36,12 @@ log messages) lives in :mod:`mongoqueue._worker_core`.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
+from ._signals import attach
 from ._worker_core import (
     EXIT_ERROR,
     EXIT_OK,
@@ -68,7 +66,6 @@ from ._worker_core import (
     log_stopped,
     log_unreleased,
     log_waiting,
-    nothing_left,
 )
 from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
@@ -102,8 +99,9 @@ class Worker(WorkerCore):
     between lease extensions (default: a third of the queue's timeout).
     ``hard_limit``: seconds after which a handler is abandoned and its job
     recorded as failed (default: no limit). ``grace``: seconds a shutdown waits
-    for running jobs before releasing them. ``burst``: exit once the queue has
-    no waiting, delayed or running job. ``idle_wait``: longest single wait for a
+    for running jobs before releasing them. ``burst``: exit once no job is due
+    for this worker and none of its own runs (delayed jobs and other workers'
+    running jobs do not keep it alive). ``idle_wait``: longest single wait for a
     job, which bounds how long a stop request takes to be noticed.
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
     (only possible from the main thread). ``observer``: called with ``(job,
@@ -233,6 +231,7 @@ class Worker(WorkerCore):
             return code
         finally:
             self._heartbeat.stop()
+            self.queue.close_stream()
             restore()
 
     def _loop(self) -> None:
@@ -240,20 +239,14 @@ class Worker(WorkerCore):
         while self._wait_for_slot():
             try:
                 job, claimed_at = self._next_job()
-                if (
-                    job is None
-                    and self.burst
-                    and self.running == 0
-                    and not self._buffer
-                    and nothing_left(self.queue.stats())
-                ):
-                    log_burst_done()
-                    return
-            except QueueUnavailable as exc:
+            except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
                 self._stopping.wait(pause)
                 continue
+            if self._burst_done(job, self.running):
+                log_burst_done()
+                return
             pause = 0.0
             if job is None:
                 continue
@@ -277,7 +270,7 @@ class Worker(WorkerCore):
                 self._buffer.put(jobs[1:], claimed_at)
                 return jobs[0], claimed_at
         claimed_at = time.monotonic()
-        job = self.queue.next(wait=self.idle_wait)
+        job = self.queue.next(wait=self._claim_wait(self.running))
         self._dry = job is None
         return job, claimed_at
 
@@ -302,7 +295,7 @@ class Worker(WorkerCore):
     # ------------------------------------------------------------------ one job
 
     def _start(self, job: Job, claimed_at: float) -> None:
-        running = RunningJob(job)
+        running = RunningJob(job, self.queue.timeout)
         running.last_beat = claimed_at  # its lease runs from the claim
         with self._changed:
             self._active[id(running)] = running
@@ -367,21 +360,44 @@ class Worker(WorkerCore):
         self._acks.add(running, running.job)
         return True
 
-    def _settle(self, running: RunningJob, outcome: Outcome, action: Callable[[], object]) -> bool:
-        try:
-            if not running.settle(outcome, action):
-                return False
-        except MongoQueueError as exc:
-            running.settle_failed(exc)
-        self._record(running, running.settled or outcome)
+    def _settle(
+        self,
+        running: RunningJob,
+        outcome: Outcome,
+        action: Callable[[], object],
+        retry: bool = True,
+    ) -> bool:
+        if not running.settle(outcome, action, retry):
+            return False
+        self._record(running, running.settled or "lost")
         return True
 
+    def _count(self, running: RunningJob) -> None:
+        self._record(running, running.settled or "lost")
+
     def _abandon(self, running: RunningJob) -> None:
-        """Called by the heartbeat thread when a handler passes the hard limit."""
+        """Called by the heartbeat thread when a handler passes the hard limit.
+
+        The failed attempt is written from a thread of its own, so that trying it
+        again (a transient error) does not hold up the heartbeats of other jobs.
+        """
+        with running.lock:
+            if not running.claim("abandoned"):
+                return
+        threading.Thread(
+            target=self._record_abandon,
+            args=(running,),
+            name=f"mongoqueue-abandon-{running.job.id}",
+            daemon=True,
+        ).start()
+
+    def _record_abandon(self, running: RunningJob) -> None:
         message = self._abandon_message(self.queue.consumer_id)
-        if self._settle(running, "abandoned", lambda: running.job.error(message)):
+        running.acknowledge(lambda: running.job.error(message))
+        self._count(running)
+        if running.settled == "abandoned":
             log_abandoned(running, message)
-            self._finished(running)
+        self._finished(running)
 
     def _finished(self, running: RunningJob) -> None:
         self._heartbeat.remove(running)
@@ -403,28 +419,14 @@ class Worker(WorkerCore):
                 self._changed.wait(min(left, 0.5))
             remaining = list(self._active.values())
         for running in remaining:
-            if self._settle(running, "released", running.job.release):
+            if self._settle(running, "released", running.job.release, retry=False):
                 log_released(running)
             self._finished(running)
         if self._acks is not None:
             self._acks.close()  # the last completions are written before it returns
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+        """Join the process's signal registry: one signal stops every worker of it."""
+        if not self.handle_signals:
             return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            code = self._on_signal(signum, self._stopping.is_set())
-            if code is not None:
-                os._exit(code)
-            self.stop()
-
-        for sig in previous:
-            signal.signal(sig, on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return attach(id(self), self.stop, self._on_signal, repr(self))

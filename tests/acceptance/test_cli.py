@@ -70,6 +70,21 @@ def test_put_inspect_requeue_purge(run_cli, collection) -> None:
     assert collection.count_documents({}) == 0
 
 
+def test_requeue_of_a_job_whose_key_is_taken_fails_with_exit_1(run_cli, collection) -> None:
+    queue = MongoQueue(collection, "test", max_attempts=1)
+    failed = queue.put({"n": 1})
+    queue.next().error("boom")
+    queue.put({"n": 2}, key="k")
+    # The failed job carries the same key (set directly: on the Rust test server a
+    # keyed job that fails stays in the partial key index, see the README's notes).
+    collection.update_one({"_id": failed}, {"$set": {"key": "k"}})
+    code, _, err = run_cli("requeue", str(failed))
+    assert code == 1  # the operation failed (a state conflict), not bad arguments (2)
+    assert "cannot requeue job" in err
+    assert "already has its key" in err
+    assert queue.get(failed).state == "failed"
+
+
 def test_errors_are_one_line_with_an_exit_code(run_cli) -> None:
     cases = [
         (["put", "{not json"], 2, "not valid JSON"),

@@ -22,10 +22,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from pymongo.collection import Collection
+from pymongo.uri_parser import parse_uri
 
 from mongoqueue import NO_BACKOFF, MongoQueue
 from tests.acceptance.conftest import ROOT, _env, cli_command
+from tests.acceptance.dashboard_tour import populate, tour
 from tests.helpers import wait_for
+from tests.reliability.proxy import ChaosProxy
 
 CHROMIUM = "/usr/bin/chromium"
 #: As root on a machine without internet: no sandbox, no GPU, no background requests.
@@ -99,9 +102,9 @@ def start_dashboard(
     """Start ``mongoqueue dashboard ARGS...``; returns its base URL once it answers."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> str:
+    def start(*args: str, uri: str = mongodb_uri) -> str:
         port = _free_port()
-        command = cli_command(mongodb_uri, collection, "dashboard", "--port", str(port), *args)
+        command = cli_command(uri, collection, "dashboard", "--port", str(port), *args)
         log = open(tmp_path / f"dashboard-{port}.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env=_env())  # fmt: skip
@@ -172,7 +175,7 @@ def test_counts_throughput_job_page_and_requeue(page, start_dashboard, collectio
     # The sampler has seen the four jobs before they are processed.
     def sampled_total(expected: str) -> bool:
         page.goto(f"{url}/queues/{name}")
-        return page.locator("#depth").get_attribute("data-last-total") == expected
+        return page.locator("#depth-data").get_attribute("data-last-total") == expected
 
     wait_for(lambda: sampled_total("4"), timeout=30, interval=0.2)
 
@@ -280,3 +283,33 @@ def test_workers_page_and_a_job_held_by_a_killed_worker(
     page.goto(f"{url}/queues/{collection.name}/jobs?state=running")
     assert page.locator("#jobs [data-holder]").inner_text() == "(dead worker)"
     collection.database["mongoqueue_workers"].delete_many({"queues": collection.name})
+
+
+def test_every_page(page, start_dashboard, collection) -> None:
+    ids = populate(collection)
+    url = start_dashboard("--allow-actions", "--sample-interval", "0.5")
+    seen: list[str] = []
+    tour(page, url, collection.name, ids, seen.append)
+    from tests.acceptance.dashboard_tour import PAGES
+
+    assert tuple(seen) == PAGES
+
+
+def test_server_down_page(page, start_dashboard, mongodb_uri, collection) -> None:
+    """MongoDB goes away under a running dashboard: one sentence, 503, then back."""
+    target = parse_uri(mongodb_uri)["nodelist"][0][1]
+    with ChaosProxy(target) as proxy:
+        MongoQueue(collection, "w").put({"n": 1})
+        url = start_dashboard(uri=proxy.uri(serverSelectionTimeoutMS="500"))
+        proxy.refuse = True
+        proxy.cut()
+        response = page.goto(url + "/")
+        assert response is not None
+        assert response.status == 503
+        assert page.locator("h1").inner_text() == "MongoDB is unreachable"
+        assert page.locator("#detail").inner_text() == (
+            f"The dashboard cannot reach MongoDB at 127.0.0.1:{proxy.port}: check that the "
+            "server is running, then reload this page."
+        )
+        proxy.refuse = False
+        wait_for(lambda: page.goto(url + "/").status == 200, timeout=30, interval=0.3)

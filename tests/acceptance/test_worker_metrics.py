@@ -34,12 +34,16 @@ def _scrape(port: int) -> dict[str, float]:
     return samples
 
 
-@pytest.mark.parametrize("record", ["record", "arecord"])
-def test_worker_serves_its_metrics(record, start_worker, collection, log) -> None:
+@pytest.mark.parametrize(
+    ("record", "depth"),
+    [("record", False), ("arecord", False), ("record", True), ("arecord", True)],
+)
+def test_worker_serves_its_metrics(record, depth, start_worker, collection, log) -> None:
     queue = MongoQueue(collection, "producer")
     queue.put_many([{"n": i} for i in range(3)])
     port = _free_port()
-    worker = start_worker(record, "--metrics-port", str(port), "--timeout", "10")
+    flags = ["--metrics-depth"] if depth else []
+    worker = start_worker(record, "--metrics-port", str(port), "--timeout", "10", *flags)
     q = f'queue="{collection.full_name}"'
 
     def done() -> dict[str, float]:
@@ -50,7 +54,10 @@ def test_worker_serves_its_metrics(record, start_worker, collection, log) -> Non
 
     samples = wait_for(done, timeout=60, interval=0.2)
     assert samples[f'mongoqueue_job_duration_seconds_count{{outcome="completed",{q}}}'] == 3
-    assert samples[f'mongoqueue_jobs{{{q},state="waiting"}}'] == 0
+    if depth:
+        assert samples[f'mongoqueue_jobs{{{q},state="waiting"}}'] == 0
+    else:  # depth is exported from one place (the dashboard), not from every worker
+        assert not [name for name in samples if name.startswith("mongoqueue_jobs{")]
     assert samples[f"mongoqueue_jobs_failed_total{{{q}}}"] == 0
     assert samples[f"mongoqueue_jobs_put_total{{{q}}}"] == 0  # the worker put none
     worker.process.send_signal(signal.SIGTERM)

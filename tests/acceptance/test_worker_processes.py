@@ -33,7 +33,10 @@ def test_delayed_job_is_not_delivered_early(run_cli, start_worker, collection, l
     assert run_cli("put", '{"n": "later"}', "--delay", "2")[0] == 0
     assert run_cli("put", '{"n": "now"}')[0] == 0
     due = collection.find_one({"payload.n": "later"})["scheduled_at"]
-    worker = start_worker("record", "--burst")
+    # Not --burst: burst exits as soon as nothing is due, before the delayed job is.
+    worker = start_worker("record")
+    wait_for(lambda: collection.count_documents({}) == 0, timeout=30)
+    worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     runs = list(log.find().sort("_id", 1))
     assert [run["payload"]["n"] for run in runs] == ["now", "later"]
@@ -44,7 +47,10 @@ def test_delayed_job_is_not_delivered_early(run_cli, start_worker, collection, l
 def test_backoff_schedule(start_worker, collection, log) -> None:
     policy = RetryPolicy(initial=0.5, multiplier=2, maximum=60, jitter=False)
     MongoQueue(collection, "producer").put({"n": 1}, max_attempts=3, retry=policy)
-    worker = start_worker("fail", "--burst")
+    # Not --burst: burst exits as soon as nothing is due, i.e. during the first backoff.
+    worker = start_worker("fail")
+    wait_for(lambda: collection.find_one({"state": "failed"}), timeout=30)
+    worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     claims = [run["locked_at"] for run in log.find().sort("_id", 1)]
     assert len(claims) == 3
@@ -168,7 +174,8 @@ def test_hard_limit_abandons_a_hung_handler(run_cli, start_worker, collection, l
 def test_next_wait_returns_promptly_after_a_put(run_cli, collection, monkeypatch) -> None:
     recheck = 30.0
     # Without a wake-up the consumer would re-check only after `recheck` seconds.
-    monkeypatch.setattr(mongoqueue.queue, "RECHECK_SECONDS", recheck)
+    monkeypatch.setattr(mongoqueue.waiting, "RECHECK_SECONDS", recheck)
+    monkeypatch.setattr(mongoqueue.waiting, "EMPTY_RECHECK_SECONDS", recheck)
     queue = MongoQueue(collection, "waiter")
     queue.ensure_indexes()
     result = {}
@@ -204,3 +211,27 @@ def test_a_coroutine_handler_runs_on_the_async_worker(start_worker, collection, 
     assert "in afail" in failed["last_error"]
     assert "RuntimeError: handler failed on purpose" in failed["last_error"]
     assert "failed (final, attempt 1) after" in worker.text
+
+
+def test_a_worker_stopped_past_its_lease_reports_the_job_lost(
+    start_worker, collection, log
+) -> None:
+    """SIGSTOP a worker mid-job past its lease, let another consumer take and complete
+    the job, SIGCONT: the worker reports the job lost, not completed."""
+    job_id = MongoQueue(collection, "producer").put({"sleep": 5})  # outlives the stop
+    worker = start_worker("record", "--timeout", "1.5")
+    wait_for(lambda: log.find_one({"job_id": job_id}), timeout=30)
+    worker.process.send_signal(signal.SIGSTOP)
+    try:
+        rival = MongoQueue(collection, "rival", timeout=30)
+        taken = wait_for(rival.next, timeout=10)  # once the stopped worker's lease ends
+        assert taken.id == job_id
+        taken.complete()
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: "its lease was lost" in worker.text or "cannot" in worker.text, timeout=20)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.text
+    assert "0 jobs completed" in worker.text, worker.text
+    assert "1 lease lost" in worker.text, worker.text
+    assert "completed in" not in worker.text

@@ -271,7 +271,7 @@ def test_clear_drops_the_collection_and_the_queue_stays_usable(api, collection) 
     assert queue.clear() is None  # 0.7.2 returned the drop's None
     names = {index["name"] for index in collection.list_indexes()}
     assert "mine" not in names  # the collection was dropped
-    assert {"mongoqueue_claim", "mongoqueue_key", "mongoqueue_lease"} <= names  # re-made
+    assert {"mongoqueue_claim_v2", "mongoqueue_key", "mongoqueue_lease"} <= names  # re-made
     assert queue.stats()["total"] == 0
     first = other.put({"b": 1}, key="k")
     assert other.put({"b": 2}, key="k") == first  # deduplicated: the key index is back
@@ -287,7 +287,7 @@ def test_counts_survive_a_drop_by_someone_else(queue, collection) -> None:
     # find no index, and the queue makes its indexes again.
     collection.insert_one({"not": "a job"})
     assert queue.stats() == {"available": 0, "locked": 0, "errors": 0, "total": 1}
-    assert "mongoqueue_claim" in {index["name"] for index in collection.list_indexes()}
+    assert "mongoqueue_claim_v2" in {index["name"] for index in collection.list_indexes()}
     assert queue.counts()["total"] == 1
 
 

@@ -24,7 +24,7 @@ def test_worker_outcomes_are_counted(collection) -> None:
     queue = MongoQueue(collection, "worker-1", timeout=5, max_attempts=2, retry=NO_BACKOFF)
     queue.put_many([{"n": 1}, {"n": 2}])
     queue.put({"fail": True})
-    metrics = QueueMetrics(queue)
+    metrics = QueueMetrics(queue, depth=True)
 
     def handler(job: Job) -> None:
         if job.payload.get("fail"):
@@ -45,6 +45,8 @@ def test_worker_outcomes_are_counted(collection) -> None:
     assert value(metrics, "mongoqueue_expired_leases_reclaimed_total") == 0
     text = generate_latest(metrics.registry).decode()
     assert "# TYPE mongoqueue_job_duration_seconds histogram" in text
+    # By default a worker's metrics are its own counters: depth comes from one place.
+    assert value(QueueMetrics(queue), "mongoqueue_jobs", state="failed") is None
 
 
 def test_a_failing_observer_does_not_stop_the_worker(collection) -> None:
@@ -71,8 +73,8 @@ def test_an_async_worker_feeds_the_same_metrics(collection, mongodb_uri) -> None
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
     queue = AsyncMongoQueue(client[collection.database.name][collection.name], "w", timeout=5)
     with pytest.raises(InvalidArgument, match="depth=False"):
-        QueueMetrics(queue)
-    metrics = QueueMetrics(queue, depth=False)
+        QueueMetrics(queue, depth=True)
+    metrics = QueueMetrics(queue)
     metrics.registry.register(DepthCollector(lambda: [MongoQueue(collection, "depth")]))
 
     async def handler(job: AsyncJob) -> None:
@@ -152,6 +154,7 @@ WORKER_SERIES = {
     "mongoqueue_expired_leases_reclaimed": ("counter", {"queue"}),
     "mongoqueue_job_duration_seconds": ("histogram", {"queue", "outcome"}),
     "mongoqueue_jobs": ("gauge", {"queue", "state"}),
+    "mongoqueue_jobs_lease_expired": ("gauge", {"queue"}),
 }
 
 
@@ -161,7 +164,7 @@ def test_the_exposition_parses_with_the_official_parser(collection) -> None:
 
     queue = MongoQueue(collection, "worker-1", timeout=5, max_attempts=2, retry=NO_BACKOFF)
     queue.put_many([{"fail": False}, {"fail": True}])
-    metrics = QueueMetrics(queue)
+    metrics = QueueMetrics(queue, depth=True)  # every series, the depth gauges included
 
     def handler(job: Job) -> None:
         if job.payload["fail"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -17,10 +18,13 @@ def producer(collection) -> MongoQueue:
     return MongoQueue(collection, "producer")
 
 
-def _take_over(collection, timeout: float) -> object:
-    """A rival claims the first job once its lease has expired; returns its job."""
+def _take_over(collection, job_id: object) -> object:
+    """The lease of ``job_id`` alone runs out (its expiry moved an hour back) and a
+    rival claims it; returns the rival's job."""
+    past = datetime.now(timezone.utc) - timedelta(hours=1)
+    collection.update_one({"_id": job_id}, {"$set": {"lease_expires_at": past, "visible_at": past}})
     rival = MongoQueue(collection, "rival", timeout=60)
-    return wait_for(lambda: rival.next(), timeout=timeout + 10)
+    return wait_for(lambda: rival.next(), timeout=10)
 
 
 # ------------------------------------------------------------------ queue (both twins)
@@ -40,9 +44,9 @@ def test_complete_many_reports_a_taken_over_lease_and_completes_the_others(
     api, producer, collection
 ) -> None:
     producer.put_many([{"n": n} for n in range(3)])
-    queue = api.queue("slow", timeout=0.5)
+    queue = api.queue("slow")
     jobs = queue.next_batch(3)
-    taken = _take_over(collection, 0.5)
+    taken = _take_over(collection, jobs[0].id)
     assert taken.payload == jobs[0].payload  # the first job is held by the rival now
     assert queue.complete_many(jobs) == [False, True, True]
     (left,) = collection.find()
@@ -96,9 +100,9 @@ def test_an_unstarted_prefetched_job_costs_no_attempt_when_its_lease_expires(
 
 def test_start_many_reports_a_lost_lease(api, producer, collection) -> None:
     producer.put_many([{"n": n} for n in range(2)])
-    queue = api.queue("slow", timeout=0.5)
+    queue = api.queue("slow")
     jobs = queue.next_batch(2, hold=2)
-    _take_over(collection, 0.5)
+    _take_over(collection, jobs[0].id)
     assert queue.start_many(jobs) == [False, True]
     assert not jobs[0].held
     assert jobs[1].held

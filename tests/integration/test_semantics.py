@@ -184,6 +184,18 @@ def test_priority_then_fifo(queue) -> None:
     assert order == ["high-1", "high-2", "low-1", "low-2", "low-3", "neg"]
 
 
+def test_a_retried_job_goes_behind_and_a_released_job_keeps_its_place(queue) -> None:
+    queue.put({"n": "a"})
+    queue.put({"n": "b"})
+    first = queue.next()
+    assert first.payload["n"] == "a"
+    first.release()
+    again = queue.next()
+    assert again.payload["n"] == "a"  # released: back to its place at the head
+    again.error("boom")  # retried (no backoff): due now, behind b which was due before
+    assert [queue.next().payload["n"] for _ in range(2)] == ["b", "a"]
+
+
 def test_put_many_keeps_order_and_is_one_batch(queue) -> None:
     ids = queue.put_many([{"i": i} for i in range(50)])
     assert len(ids) == 50

@@ -1,11 +1,13 @@
 """A Hypothesis state machine: the real queue against a small model of our rules.
 
-The model is of the queue's rules (priority, FIFO, attempts, leases, failure),
+The model is of the queue's rules (priority, then the time a job became due,
+attempts, leases, failure),
 not of MongoDB: every step runs on the real server.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +23,20 @@ from tests.helpers import expire_lease
 MAX_ATTEMPTS = 3
 
 
+#: How far apart (seconds, on this test's clock) two jobs must have become due
+#: for the model to insist on their order. A job put as due now is stamped with a
+#: lower bound of the server's time (its clock estimate's spread, about a
+#: millisecond here), while a failure is stamped with the server's own time, so a
+#: job put right after another one failed may come before it.
+ORDER_TOLERANCE = 0.05
+
+
 @dataclass
 class ModelJob:
     seq: int
     priority: int
+    scheduled: float  # when it was put (on this test's monotonic clock)
+    due: tuple[int, float]  # its place among its priority: (0 = expired lease, time)
     state: str = "waiting"  # waiting | running | failed
     attempts: int = 0
     holder: Any = None  # the Job handle that holds it
@@ -35,23 +47,38 @@ class ModelJob:
 class Model:
     jobs: dict[Any, ModelJob] = field(default_factory=dict)
 
-    def next(self) -> Any:
-        """The id our rules deliver next (recording expiries met on the way), or None."""
-        eligible = [
-            (job_id, job)
-            for job_id, job in self.jobs.items()
-            if job.state == "waiting" or (job.state == "running" and job.expired)
-        ]
-        eligible.sort(key=lambda item: (-item[1].priority, item[1].seq))
-        for job_id, job in eligible:
-            if job.state == "running":  # an expired lease counts as a failed delivery
-                job.attempts += 1
-                job.holder, job.expired = None, False
-                job.state = "failed" if job.attempts >= MAX_ATTEMPTS else "waiting"
-                if job.state == "failed":
-                    continue
-            return job_id
-        return None
+    def next(self, now: float) -> list[Any]:
+        """The ids our rules may deliver next (recording expiries met on the way).
+
+        Claims take the highest priority first, then the job that became due
+        first: an expired lease (recorded as a failed delivery, which puts the
+        job back as due ``now``), then waiting jobs by the time they became due
+        (put, retried, or put back by ``release()`` at its put time). Jobs that
+        became due within ``ORDER_TOLERANCE`` of the first are all acceptable.
+        """
+        while True:
+            eligible = [
+                (job_id, job)
+                for job_id, job in self.jobs.items()
+                if job.state == "waiting" or (job.state == "running" and job.expired)
+            ]
+            if not eligible:
+                return []
+            eligible.sort(key=lambda item: (-item[1].priority, item[1].due))
+            head = eligible[0][1]
+            if head.state == "running":  # an expired lease counts as a failed delivery
+                head.attempts += 1
+                head.holder, head.expired = None, False
+                head.state = "failed" if head.attempts >= MAX_ATTEMPTS else "waiting"
+                head.due = (1, now)
+                continue
+            return [
+                job_id
+                for job_id, job in eligible
+                if job.priority == head.priority
+                and job.due[0] == head.due[0]
+                and job.due[1] - head.due[1] <= ORDER_TOLERANCE
+            ]
 
 
 #: The session's client, set by the test (Hypothesis introspects class attributes).
@@ -73,20 +100,21 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(priority=st.integers(-2, 2))
     def put(self, priority: int) -> None:
+        at = time.monotonic()
         job_id = self.queue.put({"seq": self.seq}, priority=priority)
-        self.model.jobs[job_id] = ModelJob(self.seq, priority)
+        self.model.jobs[job_id] = ModelJob(self.seq, priority, at, (1, at))
         self.seq += 1
 
     @rule(target=handles)
     def next(self) -> Job:
-        expected = self.model.next()
         job = self.queue.next()
-        if expected is None:
+        expected = self.model.next(time.monotonic())
+        if not expected:
             assert job is None
             return None  # type: ignore[return-value]
         assert job is not None
-        assert job.id == expected
-        model = self.model.jobs[expected]
+        assert job.id in expected
+        model = self.model.jobs[job.id]
         assert job.attempts == model.attempts
         model.state, model.holder = "running", job
         return job
@@ -125,12 +153,14 @@ class QueueMachine(RuleBasedStateMachine):
         if model is not None:
             model.attempts += 1
             model.state = "failed" if model.attempts >= MAX_ATTEMPTS else "waiting"
+            model.due = (1, time.monotonic())  # due again now: behind the jobs due before
 
     @rule(handle=handles)
     def release(self, handle: Job | None) -> None:
         model = self._act(handle, "release")
         if model is not None:
             model.state = "waiting"
+            model.due = (1, model.scheduled)  # back to its place
 
     @rule(handle=handles)
     def lease_expires(self, handle: Job | None) -> None:
@@ -138,6 +168,7 @@ class QueueMachine(RuleBasedStateMachine):
         if model is not None and not model.expired:
             expire_lease(self.queue, handle)
             model.expired = True
+            model.due = (0, time.monotonic())
 
     @invariant()
     def counts_match(self) -> None:

@@ -7,7 +7,16 @@ connection to the target. While it runs, a test can:
 * ``delay = seconds``: hold each chunk back by a random time up to that;
 * ``swallow = True``: forward requests but drop the replies (a reply lost in a
   cut: the server did the work, the client never hears of it); ``cut()`` after;
-* ``refuse = True``: accept new connections and close them at once.
+* ``refuse = True``: accept new connections and close them at once;
+* ``inject(command, reply, ...)``: answer matching commands with an error reply of
+  the test's choosing (``{ok: 0, code: 91, errorLabels: [...]}``), without
+  forwarding them (the server never sees them) or after forwarding them (the
+  server did the work: a ``writeConcernError`` merged into its real reply).
+  ``injected`` counts the replies rewritten.
+
+The proxy reads the wire protocol's message frames (each starts with its
+length), so a rewritten reply replaces exactly one message; only ``OP_MSG``
+commands are matched (pymongo 4 sends nothing else without compression).
 
 ``dropped_replies`` counts connections cut while a request had been forwarded
 and its reply not (wholly) returned: an upper bound of the operations whose
@@ -20,8 +29,16 @@ import contextlib
 import random
 import selectors
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+
+OP_MSG = 2013
 
 MAX_CONNECTIONS = 256
 CHUNK = 65536
@@ -33,6 +50,56 @@ class _Link:
         self.server = server
         self.in_flight = False  # request bytes forwarded, no reply bytes since
         self.closed = False
+        self.buffers: dict[int, bytearray] = {id(client): bytearray(), id(server): bytearray()}
+        #: request id -> reply fields to merge into the server's reply to it
+        self.rewrite: dict[int, dict[str, Any]] = {}
+
+
+@dataclass
+class _Rule:
+    command: str
+    reply: dict[str, Any]
+    times: int
+    forward: bool
+    when: Callable[[Mapping[str, Any]], bool] | None
+
+
+def _frames(buffer: bytearray) -> list[bytes]:
+    """Take the complete messages off the front of ``buffer``."""
+    frames = []
+    while len(buffer) >= 4:
+        (length,) = struct.unpack_from("<i", buffer)
+        if len(buffer) < length:
+            break
+        frames.append(bytes(buffer[:length]))
+        del buffer[:length]
+    return frames
+
+
+def _command(frame: bytes) -> dict[str, Any] | None:
+    """The body (section 0) of an OP_MSG, or None."""
+    _, _, _, opcode = struct.unpack_from("<iiii", frame)
+    if opcode != OP_MSG:
+        return None
+    offset = 20  # header, then flagBits
+    while offset < len(frame):
+        kind = frame[offset]
+        offset += 1
+        (size,) = struct.unpack_from("<i", frame, offset)
+        if kind == 0:
+            return bson.decode(frame[offset : offset + size])
+        offset += size
+    return None
+
+
+def _op_msg(response_to: int, body: Mapping[str, Any]) -> bytes:
+    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(body)
+    return (
+        struct.pack(
+            "<iiii", 16 + len(payload), 0x7AB0_0000 + response_to % 1000, response_to, OP_MSG
+        )
+        + payload
+    )
 
 
 class ChaosProxy:
@@ -54,6 +121,8 @@ class ChaosProxy:
         self.connections = 0
         self.cuts = 0
         self.dropped_replies = 0
+        self.injected = 0
+        self._rules: list[_Rule] = []
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept, name="chaos-proxy", daemon=True)
         self._acceptor.start()
@@ -71,6 +140,62 @@ class ChaosProxy:
         for link in links:
             self._close(link, cut=True)
         return len(links)
+
+    def inject(
+        self,
+        command: str,
+        reply: Mapping[str, Any],
+        *,
+        times: int = 1,
+        forward: bool = False,
+        when: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> None:
+        """Answer the next ``times`` commands named ``command`` (and matching ``when``,
+        given the command's body) with ``reply``: instead of forwarding them, or
+        (``forward=True``) merged into the server's own reply."""
+        with self._lock:
+            self._rules.append(_Rule(command, dict(reply), times, forward, when))
+
+    def clear_injections(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def _match(self, body: Mapping[str, Any]) -> _Rule | None:
+        name = next(iter(body), None)
+        with self._lock:
+            for rule in self._rules:
+                if (
+                    rule.times > 0
+                    and rule.command == name
+                    and (rule.when is None or rule.when(body))
+                ):
+                    rule.times -= 1
+                    self.injected += 1
+                    return rule
+        return None
+
+    def _from_client(self, link: _Link, frame: bytes) -> None:
+        body = _command(frame) if self._rules else None
+        rule = None if body is None else self._match(body)
+        (request_id,) = struct.unpack_from("<i", frame, 4)
+        if rule is not None and not rule.forward:
+            link.client.sendall(_op_msg(request_id, rule.reply))
+            return
+        if rule is not None:
+            link.rewrite[request_id] = rule.reply
+        link.in_flight = True
+        link.server.sendall(frame)
+
+    def _from_server(self, link: _Link, frame: bytes) -> None:
+        (response_to,) = struct.unpack_from("<i", frame, 8)
+        extra = link.rewrite.pop(response_to, None)
+        if extra is not None:
+            body = _command(frame)
+            if body is not None:
+                frame = _op_msg(response_to, {**body, **extra})
+        if not self.swallow:
+            link.in_flight = False
+            link.client.sendall(frame)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -120,12 +245,13 @@ class ChaosProxy:
                         return
                     if self.delay:
                         time.sleep(self._rng.uniform(0, self.delay))
-                    if source is link.client:
-                        link.in_flight = True
-                        key.data.sendall(data)
-                    elif not self.swallow:
-                        link.in_flight = False
-                        key.data.sendall(data)
+                    buffer = link.buffers[id(source)]
+                    buffer += data
+                    for frame in _frames(buffer):
+                        if source is link.client:
+                            self._from_client(link, frame)
+                        else:
+                            self._from_server(link, frame)
         except OSError:
             pass
         finally:

@@ -26,11 +26,14 @@ def _walk(value):
         yield value
 
 
-def test_claim_index_is_equality_sort_range() -> None:
+def test_claim_index_is_equality_then_the_sort() -> None:
     keys = list(ops.CLAIM_INDEX.document["key"].items())
     assert keys[0] == ("state", 1)  # equality
-    assert [(k, d) for k, d in keys[1:4]] == ops.CLAIM_SORT  # the sort, in order
-    assert keys[4] == ("visible_at", 1)  # range last
+    assert keys[1:] == ops.CLAIM_SORT  # the sort, in order: the index serves it
+    # The range field sits right after priority, so that within one priority the
+    # claimable jobs come first and the first key past now ends the run.
+    assert keys[2] == ("visible_at", 1)
+    assert ops.CLAIM_INDEX_NAMES[0] == ops.CLAIM_INDEX.document["name"]
     assert set(ops.claim_filter(NOW)) == {"state", "visible_at", "$expr"}
 
 
@@ -176,13 +179,13 @@ def test_count_filters_are_served_by_indexes() -> None:
 def test_every_count_names_its_index() -> None:
     hints = {name: ops.count_hint(q) for name, q in ops.count_filters(NOW).items()}
     assert hints == {
-        "due": "mongoqueue_claim",
-        "not_due": "mongoqueue_claim",
+        "due": "mongoqueue_claim_v2",
+        "not_due": "mongoqueue_claim_v2",
         "running": "mongoqueue_lease",
         "lease_expired": "mongoqueue_lease",
-        "failed": "mongoqueue_claim",
-        "completed": "mongoqueue_claim",
-        "cancelled": "mongoqueue_claim",
+        "failed": "mongoqueue_claim_v2",
+        "completed": "mongoqueue_claim_v2",
+        "cancelled": "mongoqueue_claim_v2",
         "total": "_id_",
     }
     assert {ops.count_hint(q) for q in ops.stats_filters().values()} == set(hints.values())

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from mongoqueue import (
     InvalidArgumentType,
     LeaseLost,
     MongoQueue,
+    OperationFailed,
     QueueUnavailable,
     Worker,
 )
@@ -28,6 +30,7 @@ from mongoqueue._worker_core import (
     MAX_RECONNECT_SECONDS,
     RunningState,
     WorkerCore,
+    handle_outcome,
     is_async_handler,
 )
 from mongoqueue.job import JobData
@@ -134,7 +137,7 @@ def test_a_second_signal_exits_with_128_plus_its_number(monkeypatch, caplog) -> 
 
 
 def _running(now: float) -> RunningState[JobData]:
-    running = RunningState(JobData({"_id": 1, "payload": {}, "lease_token": "t"}))
+    running = RunningState(JobData({"_id": 1, "payload": {}, "lease_token": "t"}), lease=3.0)
     running.started = running.last_beat = now
     return running
 
@@ -160,6 +163,69 @@ def test_a_job_is_settled_once_and_a_failed_settlement_counts_as_lost(caplog) ->
         assert "delivery is at least once" in caplog.text
         running.settle_failed(QueueUnavailable("no server"))
         assert "it comes back when its lease expires" in caplog.text
+
+
+def test_a_settled_job_is_beaten_until_acknowledged_and_never_abandoned() -> None:
+    running = _running(100.0)
+    assert running.claim("completed")
+    assert running.due(200.0, interval=1.0, hard_limit=1.5) == "beat"  # not "abandon"
+    running.acked()
+    assert running.due(200.0, interval=1.0, hard_limit=1.5) is None
+
+
+def test_a_transient_acknowledgement_failure_is_retried_while_the_lease_lasts(caplog) -> None:
+    running = _running(time.monotonic())  # lease 3 s from now
+    running.claim("completed")
+    pauses = [running.ack_failed(QueueUnavailable("down"), retry=True) for _ in range(5)]
+    assert pauses == [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert running.ambiguous
+    assert not running.done
+    assert "trying again in 0.25s" in caplog.text
+    running.last_beat -= 3.0  # the lease has run out: give up, the job comes back
+    assert running.ack_failed(QueueUnavailable("down"), retry=True) is None
+    assert (running.settled, running.done) == ("lost", True)
+
+
+def test_permanent_failures_and_release_are_not_retried() -> None:
+    running = _running(time.monotonic())
+    running.claim("completed")
+    assert running.ack_failed(OperationFailed("refused"), retry=True) is None
+    assert running.settled == "lost"
+    released = _running(time.monotonic())
+    released.claim("released")
+    assert released.ack_failed(QueueUnavailable("down"), retry=False) is None
+
+
+def _let_go(let_go: str | None) -> JobData:
+    job = JobData({"_id": 1, "payload": {}})  # no token: the handle let go
+    job._let_go = let_go  # type: ignore[assignment]
+    return job
+
+
+@pytest.mark.parametrize(
+    ("let_go", "intended", "ambiguous", "outcome"),
+    [
+        (None, "completed", False, "completed"),  # the handler called complete()
+        ("failed", "completed", False, "failed"),  # the handler called error()
+        ("released", "completed", False, "released"),  # the handler called release()
+        ("lost", "completed", False, "lost"),  # another consumer holds it
+        ("gone", "completed", False, "lost"),  # completed by another consumer
+        ("free", "failed", False, "lost"),
+        ("gone", "completed", True, "completed"),  # our earlier, unanswered complete
+        ("free", "abandoned", True, "abandoned"),  # our earlier, unanswered error
+        ("lost", "completed", True, "lost"),
+        ("gone", "failed", True, "lost"),
+    ],
+)
+def test_what_became_of_a_job_the_handle_let_go(let_go, intended, ambiguous, outcome) -> None:
+    assert handle_outcome(_let_go(let_go), intended, ambiguous) == outcome
+
+
+def test_a_job_the_handler_settled_itself_needs_no_acknowledgement() -> None:
+    running = RunningState(_let_go("released"), lease=3.0)
+    running.claim("completed")
+    assert not running.needs_ack()
+    assert (running.settled, running.done) == ("released", True)
 
 
 # ------------------------------------------------------------------ the two workers' arguments

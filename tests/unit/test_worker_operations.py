@@ -28,10 +28,10 @@ def test_heartbeat_is_fenced_like_every_held_operation() -> None:
 def test_state_filters() -> None:
     assert ops.state_filter("all", NOW) == {}
     assert ops.state_filter("failed", NOW) == {"state": "failed"}
-    assert ops.state_filter("running", NOW) == {"lease_expires_at": {"$type": "date"}}
-    assert ops.state_filter("lease_expired", NOW) == {
-        "lease_expires_at": {"$type": "date", "$lte": NOW}
-    }
+    # Listings page in claim order on the claim index: every state filter names `state`.
+    held = {"state": "ready", "lease_token": {"$type": "string"}}
+    assert ops.state_filter("running", NOW) == held
+    assert ops.state_filter("lease_expired", NOW) == {**held, "lease_expires_at": {"$lte": NOW}}
     assert ops.state_filter("completed", NOW) == {"state": "completed"}
     assert ops.state_filter("cancelled", NOW) == {"state": "cancelled"}
     waiting = ops.state_filter("waiting", NOW)
@@ -52,5 +52,5 @@ def test_old_state_names_are_aliases() -> None:
 
 
 def test_unknown_state_is_an_error() -> None:
-    with pytest.raises(InvalidArgument, match="one of waiting, delayed"):
+    with pytest.raises(InvalidArgument, match="one of waiting, delayed, running, lease_expired"):
         ops.state_filter("sideways", NOW)

@@ -28,7 +28,6 @@ mount path (``root_path``).
 from __future__ import annotations
 
 import hmac
-import math
 import os
 import secrets
 import socket
@@ -66,15 +65,26 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from .. import operations as ops
-from ..errors import DuplicateKeyConflict, InvalidArgument, MongoQueueError, driver_errors
+from ..errors import (
+    DuplicateKeyConflict,
+    InvalidArgument,
+    MongoQueueError,
+    QueueUnavailable,
+    driver_errors,
+)
 from ..httpauth import BasicAuth, TrustedProxy
 from ..metrics import DepthCollector, UpCollector
 from ..presence import read_activity, read_workers
 from ..queue import MongoQueue
-from .history import History, Sampler, line_chart
-from .observed import job_holders, throughput_chart
+from . import queries
+from .charts import time_chart
+from .history import History, Sampler, depth_series
+from .observed import RATE_MINUTES, job_holders, rate_per_minute, throughput_series
 
 __all__ = ["PAGE_SIZE", "Dashboard", "create_app", "find_queues", "is_queue"]
+
+#: The server's code for "no such collection" (listIndexes on a dropped collection).
+NAMESPACE_NOT_FOUND = 26
 
 #: Jobs per page of a list.
 PAGE_SIZE = 25
@@ -96,12 +106,19 @@ SECURITY_HEADERS = {
 
 
 def is_queue(db: Database[Any], name: str) -> bool:
-    """A collection holding mongoqueue jobs: it has our claim index, or a job-shaped document."""
-    collection = db[name]
-    if ops.CLAIM_INDEX.document["name"] in collection.index_information():
-        return True
-    shape = {"state": {"$in": [ops.READY, ops.FAILED]}, "visible_at": {"$exists": True}}
-    return collection.find_one({**shape, "payload": {"$exists": True}}, {"_id": 1}) is not None
+    """A collection holding mongoqueue jobs: it has our claim index (one listIndexes).
+
+    Never a query on the collection's documents: a database's other collections
+    may be large and unindexed. A queue gets its indexes on first use.
+    """
+    with driver_errors():
+        try:
+            names = {index["name"] for index in db[name].list_indexes()}
+        except pymongo.errors.OperationFailure as exc:
+            if exc.code == NAMESPACE_NOT_FOUND:
+                return False
+            raise
+    return not names.isdisjoint(ops.CLAIM_INDEX_NAMES)
 
 
 def find_queues(db: Database[Any]) -> list[str]:
@@ -125,11 +142,13 @@ def _utc(value: Any) -> datetime | None:
 
 
 def job_state(doc: dict[str, Any], now: datetime) -> str:
-    """waiting, delayed, running, failed, completed or cancelled, as ``counts()`` counts it."""
-    if doc.get("state") in (ops.FAILED, ops.COMPLETED, ops.CANCELLED):
-        return str(doc["state"])
+    """waiting, delayed, running, lease_expired (a running job), failed, completed or cancelled."""
+    stored = doc.get("state")
+    if stored in (ops.FAILED, *queries.KEPT_STATES):
+        return str(stored)
     if isinstance(doc.get("lease_token"), str):
-        return "running"
+        expires = _utc(doc.get("lease_expires_at"))
+        return "lease_expired" if expires is not None and expires <= now else "running"
     visible = _utc(doc.get("visible_at"))
     return "delayed" if visible is not None and visible > now else "waiting"
 
@@ -151,6 +170,28 @@ def last_line(text: str | None) -> str:
 def when(value: Any) -> str:
     at = _utc(value)
     return "" if at is None else at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(value: Any, now: datetime) -> str:
+    """``3 min``, ``2 h 5 min``, ``4 d 1 h``; ``—`` for no time."""
+    at = _utc(value)
+    if at is None:
+        return "—"
+    seconds = max(0, int((now - at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
+
+
+def server_hosts(db: Database[Any]) -> str:
+    """The servers the client was given, as ``host:port, ...`` (for the server-down page)."""
+    hosts = db.client.topology_description.server_descriptions()
+    return ", ".join(f"{host}:{port}" for host, port in hosts) or "the configured server"
 
 
 # --------------------------------------------------------------------------- app
@@ -202,12 +243,16 @@ class Dashboard:
             return [self.queue(name) for name in find_queues(self.db)]
 
     def read_all(self) -> dict[str, dict[str, int]]:
-        return {queue.collection.name: queue.counts() for queue in self.all_queues()}
+        return {queue.collection.name: queries.counts(queue) for queue in self.all_queues()}
 
     def existing_queue(self, name: str) -> MongoQueue:
-        with driver_errors():
-            if not is_queue(self.db, name):
-                raise HTTPException(404, f"no queue named {name!r} in database {self.db.name!r}")
+        missing = HTTPException(404, f"no queue named {name!r} in database {self.db.name!r}")
+        try:
+            with driver_errors():
+                if not is_queue(self.db, name):
+                    raise missing
+        except (InvalidArgument, pymongo.errors.InvalidName):  # a name MongoDB refuses: no queue
+            raise missing from None
         return self.queue(name)
 
 
@@ -216,7 +261,7 @@ def _templates() -> Jinja2Templates:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    env.filters.update(json=to_json, short=short, last_line=last_line, when=when)
+    env.filters.update(json=to_json, short=short, last_line=last_line, when=when, age=age)
     return Jinja2Templates(env=env)
 
 
@@ -258,30 +303,46 @@ def create_app(
     def index(request: Request) -> Response:
         rows = []
         for queue in dash.all_queues():
-            with driver_errors():
-                rows.append((queue.collection.name, queue.counts()))
-        return render(request, "index.html", {"rows": rows})
+            name = queue.collection.name
+            rows.append(
+                {
+                    "name": name,
+                    "counts": queries.counts(queue),
+                    "rate": rate_per_minute(read_activity(dash.db, name, RATE_MINUTES + 1)),
+                    "oldest": queries.oldest_waiting(queue),
+                }
+            )
+        return render(
+            request,
+            "index.html",
+            {"rows": rows, "now": datetime.now(timezone.utc), "rate_minutes": RATE_MINUTES},
+        )
 
     def queue_page(request: Request) -> Response:
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
-        counts = queue.counts()
+        counts = queries.counts(queue)
         samples = dash.history.samples(name)
-        now = time.monotonic()
+        end = time.time()
+        start = end - dash.window
+        done = throughput_series(read_activity(dash.db, name, max(1, round(dash.window / 60))))
         return render(
             request,
             "queue.html",
             {
                 "name": name,
                 "counts": counts,
+                "oldest": queries.oldest_waiting(queue),
+                "now": datetime.now(timezone.utc),
                 "samples": len(samples),
                 "last_total": samples[-1].counts["total"] if samples else "",
                 "interval": dash.sampler.interval,
                 "window_minutes": round(dash.window / 60),
-                "throughput": throughput_chart(
-                    read_activity(dash.db, name, max(1, round(dash.window / 60)))
+                "done": done,
+                "throughput": time_chart(
+                    done.series, done.start, done.end, unit="completed", bars="completed"
                 ),
-                "lines": line_chart(samples, dash.window, now),
+                "depth": time_chart(depth_series(samples), start, end, unit="jobs"),
             },
         )
 
@@ -289,47 +350,48 @@ def create_app(
         name = request.path_params["name"]
         queue = dash.existing_queue(name)
         params = request.query_params
+        state = params.get("state") or "all"
+        filters = queries.Filters(
+            state=ops.STATE_ALIASES.get(state, state),  # the older names still work
+            task=params.get("task", "").strip(),
+            key=params.get("key", "").strip(),
+            error=params.get("error", "").strip(),
+            consumer=params.get("consumer", "").strip(),
+            priority=_int_param(params.get("priority"), "priority", default=None),
+        )
+        after, before = params.get("after") or None, params.get("before") or None
         try:
-            state = ops.list_state(params.get("state", "all"))
-        except InvalidArgument as exc:
-            raise HTTPException(400, str(exc)) from exc
-        page = _int_param(params.get("page"), "page", default=1, minimum=1)
-        priority = _int_param(params.get("priority"), "priority", default=None)
-        key = params.get("key") or None
-        consumer = params.get("consumer") or None
-        now = queue._now()
-        query = ops.listing_filter(state, now, key=key, locked_by=consumer, priority=priority)
-        sort = [("_id", 1)] if state == "failed" else ops.CLAIM_SORT
-        with driver_errors():
-            docs = list(
-                queue.collection.find(query, sort=sort, skip=(page - 1) * PAGE_SIZE).limit(
-                    PAGE_SIZE + 1
-                )
-            )
-            total = queue.collection.count_documents(query)
-        more = len(docs) > PAGE_SIZE
-        docs = docs[:PAGE_SIZE]
-        filters = {"state": state, "key": key or "", "consumer": consumer or ""}
-        filters["priority"] = "" if priority is None else str(priority)
-        kept = {k: v for k, v in filters.items() if v}
+            page = queries.list_jobs(queue, filters, after=after, before=before, limit=PAGE_SIZE)
+        except queries.BadQuery as exc:
+            raise HTTPException(400, str(exc)) from None
+        kept = filters.query()
 
-        def page_url(n: int) -> str:
-            return f"?{urlencode({**kept, 'page': n})}"
+        def url(**cursor: str) -> str:
+            return f"?{urlencode({**kept, **cursor})}"
 
+        order = {
+            "_id": "by id",
+            "lease_expires_at": "by lease deadline, soonest first",
+            "priority": "priority, then scheduled time (the claim order)",
+        }[page.sort[0][0]]
         return render(
             request,
             "jobs.html",
             {
                 "name": name,
-                "jobs": [(doc, job_state(doc, now)) for doc in docs],
-                "holders": job_holders(dash.db, docs),
-                "filters": filters,
-                "states": ops.LIST_STATES,
                 "page": page,
-                "pages": max(1, math.ceil(total / PAGE_SIZE)),
-                "total": total,
-                "prev_url": page_url(page - 1) if page > 1 else None,
-                "next_url": page_url(page + 1) if more else None,
+                "jobs": [(doc, job_state(doc, page.now)) for doc in page.jobs],
+                "holders": job_holders(dash.db, page.jobs),
+                "filters": filters,
+                "states": queries.LIST_STATES,
+                "matching": page.matching,
+                "narrowed": filters.narrowed(),
+                "limit": queries.COUNT_LIMIT,
+                "order": order,
+                "first": (after is None and before is None) or page.prev_cursor is None,
+                "first_url": url(),
+                "prev_url": url(before=page.prev_cursor) if page.prev_cursor else None,
+                "next_url": url(after=page.next_cursor) if page.next_cursor else None,
             },
         )
 
@@ -338,11 +400,14 @@ def create_app(
         queue = dash.existing_queue(name)
         job_id = parse_job_id(request.path_params["job_id"])
         with driver_errors():
-            doc = queue.collection.find_one({"_id": job_id})
-        if doc is None:
-            raise HTTPException(404, f"no job {job_id} in {name} (completed, cancelled or purged)")
-        now = queue._now()
-        expires = _utc(doc.get("lease_expires_at"))
+            job = queue.get(job_id)
+        if job is None:
+            raise HTTPException(
+                404, f"no job {job_id} in {name}: completed and deleted, cancelled, or purged"
+            )
+        doc = job.data
+        now = queue.server_time()
+        state = job_state(doc, now)
         return render(
             request,
             "job.html",
@@ -350,14 +415,75 @@ def create_app(
                 "name": name,
                 "job": doc,
                 "job_id": str(job_id),
-                "state": job_state(doc, now),
-                "lease_expired": expires is not None and expires <= now,
+                "state": state,
+                "lease_expired": state == "lease_expired",
                 "holder": job_holders(dash.db, [doc]).get(doc["_id"]),
+                "kept": ops.ATTEMPTS_KEPT,
+                "error_chars": ops.ATTEMPT_ERROR_CHARS,
             },
         )
 
     def workers_page(request: Request) -> Response:
         return render(request, "workers.html", {"workers": read_workers(dash.db)})
+
+    # ---------------------------------------------------------------- confirmations
+
+    def confirm_page(
+        ask: Callable[[Request, MongoQueue], tuple[str, str, str]],
+    ) -> Callable[[Request], Response]:
+        """The GET of an action: a page asking to confirm it, whose form POSTs it."""
+
+        def endpoint(request: Request) -> Response:
+            if not dash.allow_actions:
+                raise HTTPException(
+                    403, "actions are off: start the dashboard with --allow-actions"
+                )
+            name = request.path_params["name"]
+            queue = dash.existing_queue(name)
+            question, consequence, button = ask(request, queue)
+            back = request.query_params.get("back", "")
+            if not _local_path(back):
+                back = f"{_root(request)}/queues/{name}"
+            return render(
+                request,
+                "confirm.html",
+                {
+                    "name": name,
+                    "question": question,
+                    "consequence": consequence,
+                    "button": button,
+                    "back": back,
+                },
+            )
+
+        return endpoint
+
+    def ask_purge(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        failed = queries.counts(queue)["failed"]
+        return (
+            f"Purge {_jobs(failed)}?",
+            f"This deletes every failed job of {queue.collection.name} ({failed} now, and any that "
+            "fail before you confirm) with its payload and error. It cannot be undone.",
+            f"Yes, delete {_jobs(failed)}",
+        )
+
+    def ask_requeue_all(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        failed = queries.counts(queue)["failed"]
+        return (
+            f"Requeue {_jobs(failed)}?",
+            f"Every failed job of {queue.collection.name} ({failed} now) goes back to waiting with "
+            "its attempt count reset to 0, and workers will run it again.",
+            f"Yes, requeue {_jobs(failed)}",
+        )
+
+    def ask_cancel(request: Request, queue: MongoQueue) -> tuple[str, str, str]:
+        job_id = parse_job_id(request.path_params["job_id"])
+        return (
+            f"Cancel job {job_id}?",
+            "A waiting or delayed job is deleted; a running job's worker is asked to stop it at "
+            "its next heartbeat. It cannot be undone.",
+            "Yes, cancel this job",
+        )
 
     def metrics(request: Request) -> Response:
         return Response(generate_latest(dash.registry), media_type=CONTENT_TYPE_LATEST)
@@ -385,7 +511,8 @@ def create_app(
             name = request.path_params["name"]
             queue = await run_in_threadpool(dash.existing_queue, name)
             message = await run_in_threadpool(work, request, queue)
-            request.session["flash"] = message
+            failed = message.startswith("not ")
+            request.session["flash"] = {"kind": "error" if failed else "ok", "text": message}
             back = form.get("back")
             default = f"{_root(request)}/queues/{name}"
             target = back if isinstance(back, str) and _local_path(back) else default
@@ -418,11 +545,13 @@ def create_app(
 
     # ---------------------------------------------------------------- errors
 
-    async def http_error(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception, title: str = "") -> Response:
         assert isinstance(exc, HTTPException)
+        titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed"}
+        title = title or f"{exc.status_code} {titles.get(exc.status_code, 'Error')}"
         response = HTMLResponse(
             templates.get_template("error.html").render(
-                status=exc.status_code, detail=exc.detail, root=_root(request)
+                status=exc.status_code, title=title, detail=exc.detail, root=_root(request)
             ),
             status_code=exc.status_code,
             headers=exc.headers,
@@ -431,7 +560,19 @@ def create_app(
         return response
 
     async def queue_error(request: Request, exc: Exception) -> Response:
-        return await http_error(request, HTTPException(503, f"MongoDB: {exc}"))
+        if isinstance(exc, (QueueUnavailable, pymongo.errors.ConnectionFailure)):
+            detail = (
+                f"The dashboard cannot reach MongoDB at {server_hosts(dash.db)}: "
+                "check that the server is running, then reload this page."
+            )
+            return await http_error(request, HTTPException(503, detail), "MongoDB is unreachable")
+        reason = (
+            exc.details.get("errmsg")
+            if isinstance(exc, pymongo.errors.OperationFailure) and exc.details
+            else None
+        )
+        detail = f"MongoDB refused the request: {last_line(reason or str(exc))}"
+        return await http_error(request, HTTPException(500, detail), "MongoDB error")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
@@ -449,9 +590,12 @@ def create_app(
         Route("/queues/{name}/jobs", jobs_page),
         Route("/queues/{name}/jobs/{job_id}", job_page),
         Route("/queues/{name}/requeue-failed", action(requeue_failed), methods=["POST"]),
+        Route("/queues/{name}/requeue-failed", confirm_page(ask_requeue_all), methods=["GET"]),
         Route("/queues/{name}/purge-failed", action(purge_failed), methods=["POST"]),
+        Route("/queues/{name}/purge-failed", confirm_page(ask_purge), methods=["GET"]),
         Route("/queues/{name}/jobs/{job_id}/requeue", action(requeue_one), methods=["POST"]),
         Route("/queues/{name}/jobs/{job_id}/cancel", action(cancel_one), methods=["POST"]),
+        Route("/queues/{name}/jobs/{job_id}/cancel", confirm_page(ask_cancel), methods=["GET"]),
     ]
     middleware = [] if auth is None else [_auth_middleware(auth)]
     app = Starlette(

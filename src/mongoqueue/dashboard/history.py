@@ -1,4 +1,4 @@
-"""Counts sampled over time, and the jobs-by-state chart drawn from them (pure but the sampler).
+"""Counts sampled over time, and the jobs-by-state series drawn from them (pure but the sampler).
 
 The dashboard samples each queue's ``counts()`` every few seconds for the chart
 of jobs by state. Throughput is *not* derived from these samples (a purge or a
@@ -15,23 +15,19 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["History", "LineChart", "Sample", "Sampler", "line_chart"]
+__all__ = ["History", "Sample", "Sampler", "depth_series"]
 
 log = logging.getLogger("mongoqueue.dashboard")
 
-#: The states drawn on the depth chart, with the ``counts()`` key each comes from.
-DEPTH_SERIES = (
-    ("waiting", "waiting"),
-    ("delayed", "delayed"),
-    ("running", "running"),
-    ("failed", "failed"),
-)
+#: The states drawn on the depth chart (keys of :func:`mongoqueue.dashboard.queries.counts`).
+DEPTH_SERIES = ("waiting", "delayed", "running", "failed")
 
 
 @dataclass(frozen=True)
 class Sample:
     at: float  # time.monotonic() of the dashboard process
     counts: Mapping[str, int]
+    wall: float = 0.0  # time.time() when taken: for the charts' clock labels only
 
 
 class History:
@@ -79,9 +75,9 @@ class Sampler:
             self._thread.join(10)
 
     def sample_once(self) -> None:
-        at = time.monotonic()
+        at, wall = time.monotonic(), time.time()
         for name, counts in self._read().items():
-            self.history.add(name, Sample(at, dict(counts)))
+            self.history.add(name, Sample(at, dict(counts), wall))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -92,29 +88,15 @@ class Sampler:
             self._stop.wait(self.interval)
 
 
-# --------------------------------------------------------------------------- charts
+# --------------------------------------------------------------------------- series
+#
+# The charts take plain series ``{name: [(epoch seconds, value), ...]}``; these
+# turn samples into such series (the workers' per-minute events are turned
+# into series by :func:`mongoqueue.dashboard.observed.throughput_series`).
 
 
-@dataclass(frozen=True)
-class LineChart:
-    width: int
-    height: int
-    lines: list[tuple[str, str]]  # (state, SVG points)
-    peak: int
-
-
-def line_chart(
-    samples: Sequence[Sample], window: float, now: float, width: int = 600, height: int = 120
-) -> LineChart:
-    """Jobs by state over the window, one polyline per state in ``DEPTH_SERIES``."""
-    peak = max((s.counts[key] for s in samples for _, key in DEPTH_SERIES), default=0) or 1
-    start = now - window
-    lines = []
-    for state, key in DEPTH_SERIES:
-        points = " ".join(
-            f"{max(0.0, (s.at - start) / window * width):.1f},"
-            f"{height - s.counts[key] / peak * height:.1f}"
-            for s in samples
-        )
-        lines.append((state, points))
-    return LineChart(width, height, lines, peak)
+def depth_series(samples: Sequence[Sample]) -> dict[str, list[tuple[float, float]]]:
+    """Jobs by state at each sample: one series per state of ``DEPTH_SERIES``."""
+    return {
+        state: [(s.wall, float(s.counts.get(state, 0))) for s in samples] for state in DEPTH_SERIES
+    }

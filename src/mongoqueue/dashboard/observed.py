@@ -1,8 +1,9 @@
-"""What the workers reported, as the dashboard shows it: who holds a job, the throughput chart.
+"""What the workers reported, as the dashboard shows it: who holds a job, throughput, rate.
 
 Reads the workers registry (:mod:`mongoqueue.registry`) and the per-minute
 activity counts (:mod:`mongoqueue.activity`) that the workers write; the
-chart is a pure function of those counts.
+throughput series (drawn by :func:`mongoqueue.dashboard.charts.time_chart`)
+and the overview's rate are pure functions of those counts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pymongo.database import Database
 from ..presence import read_workers
 from ..registry import WorkerInfo, holder
 
-__all__ = ["ThroughputChart", "job_holders", "throughput_chart"]
+__all__ = ["RATE_MINUTES", "Throughput", "job_holders", "rate_per_minute", "throughput_series"]
+
+#: Whole minutes over which the overview's completion rate is taken.
+RATE_MINUTES = 5
 
 
 def job_holders(
@@ -33,59 +37,45 @@ def job_holders(
 
 
 @dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    colour: str
-    label: str
+class Throughput:
+    """Per-minute event counts as chart series, and their sums over the window."""
+
+    series: dict[str, list[tuple[float, float]]]  # {event: [(epoch seconds, jobs), ...]}
+    start: float  # epoch seconds: the first minute's start
+    end: float  # the last minute's end
+    completed: int
+    failed: int  # failed for good (the last attempt)
+    retried: int  # attempts that failed and were retried
 
 
-@dataclass(frozen=True)
-class ThroughputChart:
-    width: int
-    height: int
-    bars: list[Bar]
-    peak: int  # jobs per minute of a full-height bar
-    completed: int  # in the window
-    failed: int
-    retried: int
-    ticks: list[tuple[float, str]]  # (x, "HH:MM" UTC) under the axis
+def throughput_series(rows: Sequence[tuple[datetime, Mapping[str, int]]]) -> Throughput:
+    """The workers' per-minute counts (from ``read_activity``) as series for ``time_chart``.
 
-
-def throughput_chart(
-    rows: Sequence[tuple[datetime, Mapping[str, int]]], width: int = 600, height: int = 120
-) -> ThroughputChart:
-    """One column per minute: completed jobs (green) under failed-for-good jobs (red)."""
-    n = max(1, len(rows))
-    slot = width / n
-    peak = max((c.get("completed", 0) + c.get("failed", 0) for _, c in rows), default=0) or 1
-    bars = []
-    for i, (minute, counts) in enumerate(rows):
-        done, failed = counts.get("completed", 0), counts.get("failed", 0)
-        label = (
-            f"{minute:%H:%M} UTC: {done} completed, {failed} failed (final), "
-            f"{counts.get('retried', 0)} retried"
-        )
-        x = round(i * slot, 1)
-        w = round(max(slot - 1, 1), 1)
-        h_done = done / peak * height
-        h_failed = failed / peak * height
-        if done:
-            bars.append(Bar(x, round(height - h_done, 1), w, round(h_done, 1), "#3a7", label))
-        if failed:
-            top = height - h_done - h_failed
-            bars.append(Bar(x, round(top, 1), w, round(h_failed, 1), "#b00", label))
-    step = max(1, n // 5)
-    ticks = [(round(i * slot, 1), f"{rows[i][0]:%H:%M}") for i in range(0, len(rows), step)]
-    return ThroughputChart(
-        width,
-        height,
-        bars,
-        peak,
+    ``completed`` is keyed by each minute's start (drawn as one bar per minute);
+    ``failed`` and ``retried`` by the minute's middle (drawn as lines).
+    """
+    series: dict[str, list[tuple[float, float]]] = {"completed": [], "failed": [], "retried": []}
+    for minute, counts in rows:
+        at = minute.timestamp()
+        series["completed"].append((at, float(counts.get("completed", 0))))
+        series["failed"].append((at + 30, float(counts.get("failed", 0))))
+        series["retried"].append((at + 30, float(counts.get("retried", 0))))
+    start = rows[0][0].timestamp() if rows else 0.0
+    end = rows[-1][0].timestamp() + 60 if rows else 60.0
+    return Throughput(
+        series,
+        start,
+        end,
         sum(c.get("completed", 0) for _, c in rows),
         sum(c.get("failed", 0) for _, c in rows),
         sum(c.get("retried", 0) for _, c in rows),
-        ticks,
     )
+
+
+def rate_per_minute(rows: Sequence[tuple[datetime, Mapping[str, int]]]) -> float:
+    """Jobs completed per minute over the whole minutes of ``rows`` (the last, current one is
+    left out: it is not over, and the workers' counts of it arrive with their heartbeats)."""
+    whole = rows[:-1]
+    if not whole:
+        return 0.0
+    return sum(c.get("completed", 0) for _, c in whole) / len(whole)
