@@ -296,7 +296,15 @@ class WorkerCore:
         self._observe(running, outcome)
 
     def _acked(self, running: RunningState[J], outcome: bool | MongoQueueError) -> None:
-        """A batched completion came back: count, observe and log it as one job."""
+        """A batched completion came back: count, observe and log it as one job.
+
+        After a transient error (the server unreachable) the job's completion is
+        tried again on its own while its lease lasts (``_retry_ack``), as
+        an unbatched one is."""
+        if isinstance(outcome, QueueUnavailable):
+            self._retry_ack(running)
+            return
+        running.done = True
         if outcome is not True:
             job = running.job
             exc = (
@@ -308,6 +316,10 @@ class WorkerCore:
         self._record(running, running.settled or "completed")
         if running.settled == "completed":
             log_completed(running)
+
+    def _retry_ack(self, running: Any) -> None:
+        """Complete ``running`` again on its own, while its lease lasts (the workers')."""
+        raise NotImplementedError
 
     def _observe(self, running: RunningState[J], outcome: str) -> None:
         """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""

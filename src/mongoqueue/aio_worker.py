@@ -446,6 +446,22 @@ class AsyncWorker(WorkerCore):
         self._record(running, "lost")
         return False
 
+    def _retry_ack(self, running: AsyncRunningJob) -> None:
+        """A batched completion failed transiently: try it again in a task of its own,
+        the job heartbeating and holding its slot meanwhile (see ``Worker``)."""
+        self._active[id(running)] = running
+
+        async def retry() -> None:
+            try:
+                await running.acknowledge(running.job.complete)
+                self._record(running, running.settled or "lost")
+                if running.settled == "completed":
+                    log_completed(running)
+            finally:
+                self._finished(running)
+
+        self._spawn(retry(), f"mongoqueue-ack-{running.job.id}")
+
     def _ack_later(self, running: AsyncRunningJob) -> bool:
         """Hand a completion to the acknowledger (batched); False to complete it now."""
         if self._acks is None or running.lock.locked():

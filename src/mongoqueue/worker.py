@@ -349,6 +349,24 @@ class Worker(WorkerCore):
         self._record(running, "lost")
         return False
 
+    def _retry_ack(self, running: RunningJob) -> None:
+        """A batched completion failed transiently: try it again in a thread of its own,
+        the job heartbeating and holding its slot meanwhile (see ``RunningJob``)."""
+        with self._changed:
+            self._active[id(running)] = running
+        self._heartbeat.add(running)
+
+        def retry() -> None:
+            try:
+                running.acknowledge(running.job.complete)
+                self._record(running, running.settled or "lost")
+                if running.settled == "completed":
+                    log_completed(running)
+            finally:
+                self._finished(running)
+
+        threading.Thread(target=retry, name=f"mongoqueue-ack-{running.job.id}", daemon=True).start()
+
     def _ack_later(self, running: RunningJob) -> bool:
         """Hand a completion to the acknowledger (batched); False to complete it now."""
         if self._acks is None:
