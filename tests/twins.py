@@ -123,6 +123,8 @@ def api_differences(sync_cls: type, async_cls: type) -> list[str]:
 
 
 def _unwrap(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
     return value._target if isinstance(value, Blocking) else value
 
 

@@ -119,7 +119,9 @@ class QueueConfig:
     def lease_ms(self) -> int:
         return max(1, round(self.timeout * 1000))
 
-    def claim_update(self, token: str | dict[str, Any]) -> list[dict[str, Any]]:
+    def claim_update(
+        self, token: str | dict[str, Any], prefetched: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         return ops.claim_update(
             token,
             self.consumer_id,
@@ -127,6 +129,7 @@ class QueueConfig:
             self.max_attempts,
             self.retry,
             self.retry.draw_jitter(),
+            prefetched,
         )
 
 
@@ -182,6 +185,10 @@ class QueueCore:
     The sync and async queues derive from it and add the server calls. Their
     public methods have the same names and signatures (a test compares them).
     """
+
+    #: Whether ``next_batch()`` claims what ``next()`` would; a group of queues (task
+    #: workers) says False, and a worker then claims one job per free slot.
+    batch_claims = True
 
     def __init__(
         self,
@@ -445,6 +452,14 @@ class QueueCore:
         return self._wake.stream is None or self._wake.lock.locked()
 
     @staticmethod
+    def _check_hold(hold: object, n: int) -> int:
+        if isinstance(hold, bool) or not isinstance(hold, int):
+            raise InvalidArgumentType(f"hold must be an int, got {type(hold).__name__}")
+        if not 0 <= hold <= n:
+            raise InvalidArgument(f"hold must be from 0 to n ({n}), got {hold}")
+        return hold
+
+    @staticmethod
     def _check_batch_size(n: object) -> int:
         n = check_positive_int("n", n)
         if n > MAX_BATCH:
@@ -452,11 +467,18 @@ class QueueCore:
         return n
 
     def _batch_update(
-        self, now: datetime, ids: list[Any], prefix: str, partition: int | None = None
+        self,
+        now: datetime,
+        ids: list[Any],
+        prefix: str,
+        partition: int | None = None,
+        hold: int = 0,
     ) -> tuple[Any, Any]:
-        """Filter and update of a batch claim's second round trip."""
+        """Filter and update of a batch claim's second round trip; the last ``hold``
+        of ``ids`` are claimed prefetched (see ``next_batch``)."""
+        prefetched = None if hold <= 0 else ops.prefetched_unless(ids[: max(0, len(ids) - hold)])
         claim = self._in({**ops.claim_filter(now), "_id": {"$in": ids}}, partition)
-        return claim, self._config.claim_update(ops.batch_token(prefix))
+        return claim, self._config.claim_update(ops.batch_token(prefix), prefetched)
 
     def _batch_fetch_filter(
         self, ids: list[Any], prefix: str, partition: int | None = None
@@ -499,6 +521,67 @@ class QueueCore:
         job._settled = "complete"
         job._let_go = None  # complete() lets go without a mark (see ``LetGo``)
         return job.data
+
+    @staticmethod
+    def _held_targets(
+        jobs: object, job_type: type, queue: object
+    ) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """Check a batch of jobs: the jobs (a list), and the ``(id, token)`` of each
+        one its handle still holds (those a write is sent for)."""
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Iterable):
+            raise InvalidArgumentType(f"expected a list of jobs, got {type(jobs).__name__}")
+        jobs = list(jobs)
+        held: list[tuple[Any, str]] = []
+        for job in jobs:
+            if not isinstance(job, JobData) or not isinstance(job, job_type):
+                raise InvalidArgumentType(f"expected jobs claimed from this queue, got {job!r}")
+            if getattr(job, "queue", None) is not queue:
+                raise InvalidArgumentType(f"expected jobs claimed from this queue, got {job!r}")
+            if job._token is not None:
+                held.append((job.id, job._token))
+        return jobs, held
+
+    def _fences(self, jobs: list[Any]) -> list[dict[str, Any]]:
+        """The fenced filter of each job its handle still holds (as ``_held_targets``
+        selects them), with the partition on a partitioned queue."""
+        return [
+            self._of_job(ops.held(job.id, job._token), job.data)
+            for job in jobs
+            if job._token is not None
+        ]
+
+    @staticmethod
+    def _after_complete_many(jobs: list[Any], current: list[Any] | None) -> list[bool]:
+        """Each job's outcome after ``complete_many``: True when it is completed (gone
+        from the queue), False when this handle no longer held it (lease lost).
+        ``current``: the ``(id, lease_token)`` of the batch's jobs still stored, read
+        after the bulk write (None when every write matched)."""
+        present = [] if current is None else [job_id for job_id, _ in current]
+        outcomes = []
+        for job in jobs:
+            if QueueCore._completed_by(job):
+                outcomes.append(True)
+            elif job._token is None or job.id in present:
+                job._token = None
+                outcomes.append(False)
+            else:
+                QueueCore._after_complete(job)
+                outcomes.append(True)
+        return outcomes
+
+    @staticmethod
+    def _after_start_many(jobs: list[Any], current: list[Any] | None) -> list[bool]:
+        """Each job's outcome after ``start_many``: True when it is started (still held
+        by its token), False when its handle no longer held it (and lets go)."""
+        outcomes = []
+        for job in jobs:
+            held = job._token is not None and (current is None or (job.id, job._token) in current)
+            if held:
+                job._data.pop("prefetched", None)
+            else:
+                job._token = None
+            outcomes.append(held)
+        return outcomes
 
     @staticmethod
     def _after_fenced(job: JobData, doc: Mapping[str, Any]) -> dict[str, Any]:

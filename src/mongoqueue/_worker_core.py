@@ -29,7 +29,7 @@ from .errors import (
     MongoQueueError,
     QueueUnavailable,
 )
-from .job import JobData
+from .job import JobData, lease_lost_message
 from .validation import check_positive_int, check_seconds
 
 __all__ = [
@@ -246,8 +246,14 @@ class WorkerCore:
         idle_wait: object,
         handle_signals: object,
         observer: Any,
+        prefetch: object = None,
+        batch_acks: object = True,
     ) -> None:
         self.concurrency = check_positive_int("concurrency", concurrency)
+        #: Claimed jobs a worker keeps ready beyond its free slots (see :mod:`.prefetch`).
+        self.prefetch = self.concurrency if prefetch is None else check_prefetch(prefetch)
+        #: Completions go to the server in batches (``complete_many``).
+        self.batch_acks = bool(batch_acks)
         if heartbeat is None:
             heartbeat = timeout / 3
         self.heartbeat = check_seconds("heartbeat", heartbeat, allow_zero=False)
@@ -288,6 +294,32 @@ class WorkerCore:
                 self.counts["abandoned"] += 1
         self.activity.add(self.queue_name, outcome)
         self._observe(running, outcome)
+
+    def _acked(self, running: RunningState[J], outcome: bool | MongoQueueError) -> None:
+        """A batched completion came back: count, observe and log it as one job.
+
+        After a transient error (the server unreachable) the job's completion is
+        tried again on its own while its lease lasts (``_retry_ack``), as
+        an unbatched one is."""
+        if isinstance(outcome, QueueUnavailable):
+            self._retry_ack(running)
+            return
+        running.done = True
+        if outcome is not True:
+            job = running.job
+            exc = (
+                outcome
+                if isinstance(outcome, MongoQueueError)
+                else LeaseLost(lease_lost_message(job.id, "complete", None))
+            )
+            running.settle_failed(exc)
+        self._record(running, running.settled or "completed")
+        if running.settled == "completed":
+            log_completed(running)
+
+    def _retry_ack(self, running: Any) -> None:
+        """Complete ``running`` again on its own, while its lease lasts (the workers')."""
+        raise NotImplementedError
 
     def _observe(self, running: RunningState[J], outcome: str) -> None:
         """Tell the observer (metrics) that ``running`` was settled; its errors are logged."""
@@ -354,6 +386,21 @@ def result_of(job: JobData, settled: str) -> str:
     if settled in ("failed", "abandoned"):
         return "failed" if job.state == "failed" else "retried"
     return settled
+
+
+#: The largest prefetch buffer a worker accepts.
+MAX_PREFETCH = 1000
+
+
+def check_prefetch(value: object) -> int:
+    """``prefetch``: an int from 0 (claim one job per free slot, no buffer) to 1000."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentType(f"prefetch must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_PREFETCH:
+        raise InvalidArgument(
+            f"prefetch must be from 0 (no prefetching) to {MAX_PREFETCH}, got {value!r}"
+        )
+    return value
 
 
 def signal_name(signum: int) -> str:

@@ -453,23 +453,28 @@ class AsyncMongoQueue(QueueCore):
             with contextlib.suppress(pymongo.errors.PyMongoError):
                 await stream.close()
 
-    async def next_batch(self, n: int) -> list[AsyncJob]:
+    async def next_batch(self, n: int, *, hold: int = 0) -> list[AsyncJob]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
+
+        ``hold`` (a worker's prefetch): of the ``n``, the last ``hold`` are claimed
+        *prefetched*, to wait before they start: until :meth:`AsyncJob.start` is
+        called, an expiry of such a job's lease counts no attempt (it never ran).
 
         Expired leases met at the head are recorded (as ``next()`` does) and the
         claim goes on. If the reply of the batch update is lost, the jobs it
         claimed are fetched by their tokens (``prefix:id``) rather than stranded.
         """
         n = self._check_batch_size(n)
+        hold = self._check_hold(hold, n)
         await self._ensure_ready()
         jobs: list[AsyncJob] = []
         if self._partitions == 1:
-            await self._batch_in(n, jobs, None)
+            await self._batch_in(n, jobs, None, hold)
             return jobs
         # A partitioned queue fills the batch from one partition at a time, as next().
         partition: int | None = self._claim_partition
         for _ in range(parts.MAX_PROBES + 1):
-            await self._batch_in(n, jobs, partition)
+            await self._batch_in(n, jobs, partition, hold)
             if len(jobs) >= n:
                 break
             partition = await self._probe(await self._now())
@@ -478,8 +483,11 @@ class AsyncMongoQueue(QueueCore):
             self._claim_partition = partition
         return jobs
 
-    async def _batch_in(self, n: int, jobs: list[AsyncJob], partition: int | None) -> None:
-        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one partition."""
+    async def _batch_in(
+        self, n: int, jobs: list[AsyncJob], partition: int | None, hold: int = 0
+    ) -> None:
+        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one
+        partition; the last ``hold`` of the ``n`` are claimed prefetched."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 now = await self._now()
@@ -496,7 +504,9 @@ class AsyncMongoQueue(QueueCore):
                 sent_at = time.monotonic()
                 try:
                     result = await self.collection.update_many(
-                        *self._batch_update(now, ids, prefix, partition)
+                        *self._batch_update(
+                            now, ids, prefix, partition, hold - (n - len(jobs) - len(ids))
+                        )
                     )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
@@ -600,6 +610,55 @@ class AsyncMongoQueue(QueueCore):
                 await self._raise_lease_lost(job, "complete")
         return self._after_complete(job)
 
+    async def complete_many(self, jobs: Iterable[AsyncJob]) -> list[bool]:
+        """Complete several held jobs in one round trip; returns each job's outcome.
+
+        One unordered ``bulk_write`` of fenced deletes, each with its own job's
+        lease token (the filter ``complete()`` uses), so a lost lease on one job
+        does not stop the others. ``outcomes[i]`` is True when ``jobs[i]`` is
+        completed (gone from the queue), False when its handle no longer held it
+        (its lease expired and it was claimed again, or it was released or
+        failed): that job was not completed by this call and the handle lets go.
+        A handle that already completed its job counts as True and sends nothing.
+        Only when fewer jobs were deleted than sent does it read which are still
+        there (a second round trip). A job whose lease was taken over and that
+        its new holder already completed is gone too, and counts as True.
+        """
+        completed, _ = await self.acknowledge(jobs, ())
+        return completed
+
+    async def start_many(self, jobs: Iterable[AsyncJob]) -> list[bool]:
+        """:meth:`AsyncJob.start` for several prefetched jobs in one round trip.
+
+        ``outcomes[i]`` is True when ``jobs[i]`` is started (its lease extended),
+        False when its handle no longer held it (the handle lets go).
+        """
+        _, started = await self.acknowledge((), jobs)
+        return started
+
+    async def acknowledge(
+        self, completed: Iterable[AsyncJob] = (), started: Iterable[AsyncJob] = ()
+    ) -> tuple[list[bool], list[bool]]:
+        """:meth:`complete_many` and :meth:`start_many` together, in one ``bulk_write``.
+
+        Returns the outcomes of each list. A worker sends its completions and the
+        starts of its prefetched jobs this way.
+        """
+        done, to_delete = self._held_targets(completed, AsyncJob, self)
+        begun, to_start = self._held_targets(started, AsyncJob, self)
+        writes = ops.acknowledge_writes(
+            self._fences(done), self._fences(begun), self._config.lease_ms
+        )
+        current: list[Any] | None = None
+        if writes:
+            with driver_errors():
+                result = await self.collection.bulk_write(writes, ordered=False)
+                if result.deleted_count < len(to_delete) or result.matched_count < len(to_start):
+                    ids = [job_id for job_id, _ in [*to_delete, *to_start]]
+                    left = self.collection.find(ops.ids_filter(ids), {"lease_token": 1})
+                    current = [(doc["_id"], doc.get("lease_token")) async for doc in left]
+        return self._after_complete_many(done, current), self._after_start_many(begun, current)
+
     async def _error(self, job: AsyncJob, message: str | None) -> None:
         await self._fenced(job, "record an error for", self._error_update(message))
 
@@ -608,6 +667,9 @@ class AsyncMongoQueue(QueueCore):
 
     async def _heartbeat(self, job: AsyncJob) -> None:
         await self._fenced(job, "extend the lease of", self._heartbeat_update())
+
+    async def _start(self, job: AsyncJob) -> None:
+        await self._fenced(job, "start", ops.start_update(self._config.lease_ms))
 
     async def _record_session(self, job: AsyncJob, session_id: Any) -> None:
         await self._fenced(job, "record the session of", self._record_session_update(session_id))
@@ -935,6 +997,12 @@ class AsyncJob(JobData):
         lease was already lost.
         """
         await self._queue._heartbeat(self)
+
+    async def start(self) -> None:
+        """Start a job claimed prefetched (``next_batch(hold=)``): extend its lease as
+        :meth:`heartbeat` does, and from now on an expiry of its lease counts an
+        attempt. A worker calls it before the handler runs; raises ``LeaseLost``."""
+        await self._queue._start(self)
 
     async def release(self) -> dict[str, Any]:
         """Put the job back in the queue at once; its attempts are unchanged.

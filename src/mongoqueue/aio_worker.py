@@ -69,8 +69,9 @@ from ._worker_core import (
     log_waiting,
 )
 from .aio import AsyncJob, AsyncMongoQueue
-from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
-from .job import exception_message
+from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
+from .job import exception_message, lease_lost_message
+from .prefetch import AsyncAcknowledger, PrefetchBuffer, buffer_max_age, claim_size
 from .presence import AsyncWorkerPresence
 from .queue import MongoQueue
 
@@ -159,6 +160,8 @@ class AsyncWorker(WorkerCore):
         idle_wait: float = 1.0,
         handle_signals: bool = True,
         observer: AsyncObserver | None = None,
+        prefetch: int | None = None,
+        batch_acks: bool = True,
     ) -> None:
         if not isinstance(queue, AsyncMongoQueue):
             hint = "; run a MongoQueue with Worker" if isinstance(queue, MongoQueue) else ""
@@ -176,6 +179,8 @@ class AsyncWorker(WorkerCore):
             idle_wait=idle_wait,
             handle_signals=handle_signals,
             observer=observer,
+            prefetch=prefetch,
+            batch_acks=batch_acks,
         )
         self.queue = queue
         self.handler = handler
@@ -186,6 +191,15 @@ class AsyncWorker(WorkerCore):
         self._background: set[asyncio.Task[Any]] = set()
         self._abandoning: set[asyncio.Task[Any]] = set()
         self.queue_name = queue.collection.name
+        if not queue.batch_claims:
+            self.prefetch = 0
+        self._buffer: PrefetchBuffer[AsyncJob] = PrefetchBuffer(
+            buffer_max_age(queue.timeout, self.heartbeat)
+        )
+        self._dry = False  # the last batch claim found nothing: wait with next()
+        self._acks: AsyncAcknowledger[AsyncJob, AsyncRunningJob] | None = (
+            AsyncAcknowledger(self._acked) if self.batch_acks else None
+        )
         self._presence = AsyncWorkerPresence(
             queue.collection.database,
             queue.consumer_id,
@@ -256,6 +270,8 @@ class AsyncWorker(WorkerCore):
             heartbeats = asyncio.create_task(self._heartbeats(), name="mongoqueue-heartbeat")
             heartbeats.add_done_callback(lambda task: self._changed.set())
             await self._presence.start()
+            if self._acks is not None:
+                self._acks.start_task()
             code = EXIT_OK
             try:
                 await self._work(heartbeats)
@@ -281,7 +297,7 @@ class AsyncWorker(WorkerCore):
         pause = 0.0
         while await self._wait_for_slot(heartbeats):
             try:
-                job = await self.queue.next(wait=self._claim_wait(self.running))
+                job, claimed_at = await self._next_job()
             except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
@@ -296,7 +312,25 @@ class AsyncWorker(WorkerCore):
             if self._stopping.is_set():
                 await self._release_unstarted(job)
                 return
-            self._start(job)
+            self._start(job, claimed_at)
+
+    async def _next_job(self) -> tuple[AsyncJob | None, float]:
+        """The next job to run and when it was claimed (see ``Worker._next_job``)."""
+        buffered = self._buffer.take()
+        if buffered is not None:
+            return buffered
+        if self.prefetch and not self._dry:
+            claimed_at = time.monotonic()
+            free = self.concurrency - self.running
+            size = claim_size(self.concurrency, self.running, self.prefetch)
+            jobs = await self.queue.next_batch(size, hold=max(0, size - free))
+            if jobs:
+                self._buffer.put(jobs[1:], claimed_at)
+                return jobs[0], claimed_at
+        claimed_at = time.monotonic()
+        job = await self.queue.next(wait=self._claim_wait(self.running))
+        self._dry = job is None
+        return job, claimed_at
 
     async def _wait_for_slot(self, heartbeats: asyncio.Task[None]) -> bool:
         """Wait until fewer than ``concurrency`` jobs run; False once stopping.
@@ -309,7 +343,12 @@ class AsyncWorker(WorkerCore):
             and not heartbeats.done()
         ):
             self._changed.clear()
-            await self._changed.wait()
+            if not self._buffer:
+                await self._changed.wait()
+                continue
+            await self._wait(self._changed, min(0.5, self._buffer.max_age / 2))
+            for job in self._buffer.stale(time.monotonic()):
+                await self._release_unstarted(job)  # waited too long: back to the queue
         if heartbeats.done():
             heartbeats.result()
             raise RuntimeError("the heartbeat task ended")
@@ -341,13 +380,25 @@ class AsyncWorker(WorkerCore):
 
     # ------------------------------------------------------------------ one job
 
-    def _start(self, job: AsyncJob) -> None:
+    def _start(self, job: AsyncJob, claimed_at: float) -> None:
         running = AsyncRunningJob(job, self.queue.timeout)
+        running.last_beat = claimed_at  # its lease runs from the claim
         self._active[id(running)] = running
         running.task = self._spawn(self._execute(running), f"mongoqueue-job-{job.id}")
 
     async def _execute(self, running: AsyncRunningJob) -> None:
         job = running.job
+        if job.prefetched:
+            try:
+                started = await self._start_prefetched(running)
+            except asyncio.CancelledError:  # stopped before it started: release it
+                _uncancel()
+                started = False
+                if running.stop_reason is not None:
+                    await self._settle_stopped(running)
+            if not started:
+                self._finished(running)
+                return
         log_job_started(job)
         try:
             try:
@@ -363,6 +414,8 @@ class AsyncWorker(WorkerCore):
             else:
                 if running.stop_reason is not None:  # it swallowed the cancellation
                     await self._settle_stopped(running)
+                elif self._ack_later(running):
+                    pass
                 elif (
                     await self._settle(running, "completed", job.complete)
                     and running.settled == "completed"
@@ -372,6 +425,52 @@ class AsyncWorker(WorkerCore):
             if running.left_behind and running.settled == "abandoned":
                 log_discarded(running)
             self._finished(running)
+
+    async def _start_prefetched(self, running: AsyncRunningJob) -> bool:
+        """Mark a prefetched job started before its handler runs (see ``Worker``)."""
+        async with running.lock:
+            if running.settled is not None:
+                return False
+            try:
+                if self._acks is None:
+                    await running.job.start()
+                    outcome: bool | MongoQueueError = True
+                else:  # batched with other slots' starts and completions
+                    outcome = await self._acks.start(running.job)
+                if outcome is True:
+                    running.last_beat = time.monotonic()
+                    return True
+                raise outcome or LeaseLost(lease_lost_message(running.job.id, "start", None))
+            except MongoQueueError as exc:
+                running.settle_failed(exc)
+        self._record(running, "lost")
+        return False
+
+    def _retry_ack(self, running: AsyncRunningJob) -> None:
+        """A batched completion failed transiently: try it again in a task of its own,
+        the job heartbeating and holding its slot meanwhile (see ``Worker``)."""
+        self._active[id(running)] = running
+
+        async def retry() -> None:
+            try:
+                await running.acknowledge(running.job.complete)
+                self._record(running, running.settled or "lost")
+                if running.settled == "completed":
+                    log_completed(running)
+            finally:
+                self._finished(running)
+
+        self._spawn(retry(), f"mongoqueue-ack-{running.job.id}")
+
+    def _ack_later(self, running: AsyncRunningJob) -> bool:
+        """Hand a completion to the acknowledger (batched); False to complete it now."""
+        if self._acks is None or running.lock.locked():
+            return False
+        if running.settled is not None or not running.job.held:
+            return False
+        running.claim("completed")
+        self._acks.add(running, running.job)
+        return True
 
     async def _fail(self, running: AsyncRunningJob, exc: BaseException) -> None:
         message = exception_message(type(exc), exc, exc.__traceback__)
@@ -466,6 +565,8 @@ class AsyncWorker(WorkerCore):
 
     async def _shutdown(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running jobs, then cancel and release the rest."""
+        for job in self._buffer.drain():  # prefetched, never started: attempts unchanged
+            await self._release_unstarted(job)
         deadline = time.monotonic() + grace
         if self._active:
             log_waiting(grace, len(self._active))
@@ -476,6 +577,8 @@ class AsyncWorker(WorkerCore):
         await asyncio.gather(*(self._cancel(running, "released") for running in remaining))
         if self._abandoning:  # hard-limit cancellations still unwinding (bounded too)
             await asyncio.wait(set(self._abandoning))
+        if self._acks is not None:
+            await self._acks.close()  # the last completions are written before it returns
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         """Join the process's signal registry: one signal stops every worker of it.

@@ -538,6 +538,12 @@ def purge(all_jobs: bool, yes: bool) -> None:
     help="Jobs run at once (threads; tasks for an async def handler).",
 )
 @click.option(
+    "--prefetch",
+    type=click.IntRange(min=0, max=1000),
+    help="Claimed jobs kept ready beyond the free slots; 0: claim one per free slot "
+    "[default: the concurrency].",
+)
+@click.option(
     "--timeout",
     type=float,
     default=60.0,
@@ -613,6 +619,7 @@ def worker(
     handler: str,
     queues: tuple[str, ...],
     concurrency: int,
+    prefetch: int | None,
     timeout: float,
     heartbeat: float | None,
     hard_limit: float | None,
@@ -665,6 +672,8 @@ def worker(
         "burst": burst,
     }
     if is_app(function):
+        if prefetch is not None:
+            raise BadArgument("--prefetch is for a handler function, not a task app")
         return run_app_worker(
             function,
             list(queues),
@@ -675,6 +684,7 @@ def worker(
         )
     if queues:
         raise BadArgument("--queue is for a task app (module:app), not a handler function")
+    prefetching = {} if prefetch is None else {"prefetch": prefetch}
     retry = RetryPolicy(initial=retry_initial, maximum=max(retry_max, retry_initial))
     return run_worker(
         _settings(),
@@ -687,6 +697,7 @@ def worker(
             "hard_limit": hard_limit,
             "grace": grace,
             "burst": burst,
+            **prefetching,
         },
         metrics_port=metrics_port,
         metrics_host=metrics_host,

@@ -82,6 +82,11 @@ class JobData:
         return self._data["payload"]
 
     @property
+    def prefetched(self) -> bool:
+        """Claimed to wait in a worker's buffer and not started yet (see ``start()``)."""
+        return self._data.get("prefetched") is True
+
+    @property
     def data(self) -> dict[str, Any]:
         """A copy of the whole job document: ``payload`` and queue metadata."""
         return dict(self._data)

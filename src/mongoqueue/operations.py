@@ -68,7 +68,7 @@ from typing import Any
 
 from bson import ObjectId, json_util
 from bson.raw_bson import RawBSONDocument
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne, IndexModel, UpdateOne
 
 from .errors import InvalidArgument
 from .retry import RetryPolicy
@@ -77,11 +77,13 @@ __all__ = [
     "CLAIM_INDEX_NAMES",
     "CLAIM_SORT",
     "INDEXES",
+    "acknowledge_writes",
     "after_filter",
     "backoff_ms",
     "cancel_filter",
     "claim_filter",
     "claim_update",
+    "complete_writes",
     "count_filters",
     "count_hint",
     "counts_from",
@@ -89,15 +91,19 @@ __all__ = [
     "fail_update",
     "heartbeat_update",
     "held",
+    "ids_filter",
     "indexes",
     "listing_cursor",
     "listing_filter",
     "new_job",
+    "prefetched_unless",
     "progress_update",
     "release_update",
     "requeue_filter",
     "requeue_update",
     "requeue_writes",
+    "start_update",
+    "start_writes",
     "state_filter",
     "stats_filters",
     "stats_from",
@@ -326,7 +332,14 @@ def attempts_log_append() -> Doc:
     return {"$slice": [log, -ATTEMPTS_KEPT]}
 
 
-def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -> tuple[Doc, Doc]:
+#: A lease expiry counts one attempt, except on a job claimed ``prefetched`` that its
+#: holder never started (it sat in a worker's buffer: its handler never ran).
+_EXPIRY_STEP = {"$cond": [{"$eq": ["$prefetched", True]}, 0, 1]}
+
+
+def _failure(
+    message: Doc, queue_max: int, policy: RetryPolicy, jitter: float, step: Doc | int = 1
+) -> tuple[Doc, Doc]:
     """The two ``$set`` stages that record one failed delivery.
 
     The first adds one attempt and stores ``message``; the second (which sees the
@@ -335,7 +348,7 @@ def _failure(message: Doc, queue_max: int, policy: RetryPolicy, jitter: float) -
     attempts, else ready again once its backoff has passed, and drops the lease
     either way.
     """
-    first = {"attempts": {"$add": ["$attempts", 1]}, "last_error": message}
+    first = {"attempts": {"$add": ["$attempts", step]}, "last_error": message}
     reached_max = {"$gte": ["$attempts", _max_attempts(queue_max)]}
     second = {
         "state": {"$cond": [reached_max, FAILED, READY]},
@@ -388,6 +401,7 @@ def claim_update(
     queue_max: int,
     policy: RetryPolicy,
     jitter: float,
+    prefetched: Doc | None = None,
 ) -> Pipeline:
     """The claim: one update pipeline applied to the job the claim filter picked.
 
@@ -398,7 +412,9 @@ def claim_update(
       sees that the returned ``lease_token`` is not its own, claims again.
 
     ``token`` is a string, or an expression giving each document its own token
-    (batch claims).
+    (batch claims). ``prefetched`` (batch claims of a worker) is an expression,
+    true for the jobs claimed to wait in its buffer: their lease expiry counts no
+    attempt until the worker starts them (``start_update``).
     """
     deliver = {
         "lease_token": _literal(token) if isinstance(token, str) else token,
@@ -406,13 +422,25 @@ def claim_update(
         "locked_at": "$$NOW",
         "lease_expires_at": _after_ms(lease_ms),
         "visible_at": _after_ms(lease_ms),
+        "prefetched": "$$REMOVE" if prefetched is None else prefetched,
     }
-    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter, _EXPIRY_STEP)
     # Both stages test the job's original lease_token: the first stage leaves it alone.
     return [
         {"$set": _choose(_IS_HELD, first, {})},
         {"$set": _choose(_IS_HELD, second, deliver)},
     ]
+
+
+def prefetched_unless(started_ids: list[Any]) -> Doc:
+    """A batch claim's ``prefetched``: true but for the jobs its worker starts at once."""
+    return {"$not": [{"$in": ["$_id", _literal(started_ids)]}]}
+
+
+def start_update(lease_ms: int) -> Pipeline:
+    """``Job.start()``: a prefetched job starts; its lease is extended by ``lease_ms``
+    and from now on an expiry counts an attempt (its handler runs)."""
+    return [*heartbeat_update(lease_ms), {"$unset": ["prefetched"]}]
 
 
 def batch_token(prefix: str) -> Doc:
@@ -430,6 +458,30 @@ def batch_tokens(prefix: str, ids: list[Any]) -> list[str]:
 def held(job_id: Any, token: str) -> Doc:
     """The job, but only while ``token`` still holds it (the fence)."""
     return {"_id": job_id, "lease_token": token}
+
+
+def complete_writes(fences: list[Doc]) -> list[DeleteOne]:
+    """``complete_many()``: one fenced delete per job, each with the filter ``complete()``
+    uses (``held``, plus the partition on a partitioned queue), in one unordered bulk write."""
+    return [DeleteOne(fence) for fence in fences]
+
+
+def start_writes(fences: list[Doc], lease_ms: int) -> list[UpdateOne]:
+    """``start_many()``: one fenced ``start_update`` per job (its ``held`` filter)."""
+    update = start_update(lease_ms)
+    return [UpdateOne(fence, update) for fence in fences]
+
+
+def acknowledge_writes(
+    completed: list[Doc], started: list[Doc], lease_ms: int
+) -> list[DeleteOne | UpdateOne]:
+    """``acknowledge()``: the completions' fenced deletes and the starts' fenced updates."""
+    return [*complete_writes(completed), *start_writes(started, lease_ms)]
+
+
+def ids_filter(job_ids: list[Any]) -> Doc:
+    """The jobs with these ids (which of a batch are still there after it)."""
+    return {"_id": {"$in": job_ids}}
 
 
 def fail_update(
@@ -569,8 +621,9 @@ def expired_filter(now: datetime) -> Doc:
 
 
 def expire_update(queue_max: int, policy: RetryPolicy, jitter: float) -> Pipeline:
-    """``repair()``: record the expiry of each matched lease as one failed delivery."""
-    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter)
+    """``repair()``: record the expiry of each matched lease as one failed delivery
+    (none for a prefetched job its holder never started)."""
+    first, second = _failure(_EXPIRED_MESSAGE, queue_max, policy, jitter, _EXPIRY_STEP)
     return [{"$set": first}, {"$set": second}]
 
 

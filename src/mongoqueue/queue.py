@@ -445,23 +445,28 @@ class MongoQueue(QueueCore):
             with contextlib.suppress(pymongo.errors.PyMongoError):
                 stream.close()
 
-    def next_batch(self, n: int) -> list[Job]:
+    def next_batch(self, n: int, *, hold: int = 0) -> list[Job]:
         """Claim up to ``n`` jobs in three round trips; each gets its own token and lease.
+
+        ``hold`` (a worker's prefetch): of the ``n``, the last ``hold`` are claimed
+        *prefetched*, to wait before they start: until :meth:`Job.start` is
+        called, an expiry of such a job's lease counts no attempt (it never ran).
 
         Expired leases met at the head are recorded (as ``next()`` does) and the
         claim goes on. If the reply of the batch update is lost, the jobs it
         claimed are fetched by their tokens (``prefix:id``) rather than stranded.
         """
         n = self._check_batch_size(n)
+        hold = self._check_hold(hold, n)
         self._ensure_ready()
         jobs: list[Job] = []
         if self._partitions == 1:
-            self._batch_in(n, jobs, None)
+            self._batch_in(n, jobs, None, hold)
             return jobs
         # A partitioned queue fills the batch from one partition at a time, as next().
         partition: int | None = self._claim_partition
         for _ in range(parts.MAX_PROBES + 1):
-            self._batch_in(n, jobs, partition)
+            self._batch_in(n, jobs, partition, hold)
             if len(jobs) >= n:
                 break
             partition = self._probe(self._now())
@@ -470,8 +475,9 @@ class MongoQueue(QueueCore):
             self._claim_partition = partition
         return jobs
 
-    def _batch_in(self, n: int, jobs: list[Job], partition: int | None) -> None:
-        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one partition."""
+    def _batch_in(self, n: int, jobs: list[Job], partition: int | None, hold: int = 0) -> None:
+        """Claim up to ``n`` jobs in all (``jobs`` holds those claimed so far) in one
+        partition; the last ``hold`` of the ``n`` are claimed prefetched."""
         with driver_errors():
             for _ in range(MAX_EXPIRIES_PER_CLAIM):
                 now = self._now()
@@ -488,7 +494,9 @@ class MongoQueue(QueueCore):
                 sent_at = time.monotonic()
                 try:
                     result = self.collection.update_many(
-                        *self._batch_update(now, ids, prefix, partition)
+                        *self._batch_update(
+                            now, ids, prefix, partition, hold - (n - len(jobs) - len(ids))
+                        )
                     )
                 except pymongo.errors.PyMongoError:
                     # Not a retryable write: the server may have applied it.
@@ -588,6 +596,55 @@ class MongoQueue(QueueCore):
                 self._raise_lease_lost(job, "complete")
         return self._after_complete(job)
 
+    def complete_many(self, jobs: Iterable[Job]) -> list[bool]:
+        """Complete several held jobs in one round trip; returns each job's outcome.
+
+        One unordered ``bulk_write`` of fenced deletes, each with its own job's
+        lease token (the filter ``complete()`` uses), so a lost lease on one job
+        does not stop the others. ``outcomes[i]`` is True when ``jobs[i]`` is
+        completed (gone from the queue), False when its handle no longer held it
+        (its lease expired and it was claimed again, or it was released or
+        failed): that job was not completed by this call and the handle lets go.
+        A handle that already completed its job counts as True and sends nothing.
+        Only when fewer jobs were deleted than sent does it read which are still
+        there (a second round trip). A job whose lease was taken over and that
+        its new holder already completed is gone too, and counts as True.
+        """
+        completed, _ = self.acknowledge(jobs, ())
+        return completed
+
+    def start_many(self, jobs: Iterable[Job]) -> list[bool]:
+        """:meth:`Job.start` for several prefetched jobs in one round trip.
+
+        ``outcomes[i]`` is True when ``jobs[i]`` is started (its lease extended),
+        False when its handle no longer held it (the handle lets go).
+        """
+        _, started = self.acknowledge((), jobs)
+        return started
+
+    def acknowledge(
+        self, completed: Iterable[Job] = (), started: Iterable[Job] = ()
+    ) -> tuple[list[bool], list[bool]]:
+        """:meth:`complete_many` and :meth:`start_many` together, in one ``bulk_write``.
+
+        Returns the outcomes of each list. A worker sends its completions and the
+        starts of its prefetched jobs this way.
+        """
+        done, to_delete = self._held_targets(completed, Job, self)
+        begun, to_start = self._held_targets(started, Job, self)
+        writes = ops.acknowledge_writes(
+            self._fences(done), self._fences(begun), self._config.lease_ms
+        )
+        current: list[Any] | None = None
+        if writes:
+            with driver_errors():
+                result = self.collection.bulk_write(writes, ordered=False)
+                if result.deleted_count < len(to_delete) or result.matched_count < len(to_start):
+                    ids = [job_id for job_id, _ in [*to_delete, *to_start]]
+                    left = self.collection.find(ops.ids_filter(ids), {"lease_token": 1})
+                    current = [(doc["_id"], doc.get("lease_token")) for doc in left]
+        return self._after_complete_many(done, current), self._after_start_many(begun, current)
+
     def _error(self, job: Job, message: str | None) -> None:
         self._fenced(job, "record an error for", self._error_update(message))
 
@@ -596,6 +653,9 @@ class MongoQueue(QueueCore):
 
     def _heartbeat(self, job: Job) -> None:
         self._fenced(job, "extend the lease of", self._heartbeat_update())
+
+    def _start(self, job: Job) -> None:
+        self._fenced(job, "start", ops.start_update(self._config.lease_ms))
 
     def _record_session(self, job: Job, session_id: Any) -> None:
         self._fenced(job, "record the session of", self._record_session_update(session_id))
@@ -919,6 +979,12 @@ class Job(JobData):
         lease was already lost.
         """
         self._queue._heartbeat(self)
+
+    def start(self) -> None:
+        """Start a job claimed prefetched (``next_batch(hold=)``): extend its lease as
+        :meth:`heartbeat` does, and from now on an expiry of its lease counts an
+        attempt. A worker calls it before the handler runs; raises ``LeaseLost``."""
+        self._queue._start(self)
 
     def release(self) -> dict[str, Any]:
         """Put the job back in the queue at once; its attempts are unchanged.

@@ -67,9 +67,10 @@ from ._worker_core import (
     log_unreleased,
     log_waiting,
 )
-from .errors import InvalidArgumentType, MongoQueueError, QueueUnavailable
+from .errors import InvalidArgumentType, LeaseLost, MongoQueueError, QueueUnavailable
 from .heartbeat import Heartbeat, RunningJob
-from .job import Job, exception_message
+from .job import Job, exception_message, lease_lost_message
+from .prefetch import Acknowledger, PrefetchBuffer, buffer_max_age, claim_size
 from .presence import WorkerPresence
 from .queue import MongoQueue
 
@@ -105,6 +106,9 @@ class Worker(WorkerCore):
     ``handle_signals``: install the SIGTERM/SIGINT handlers in :meth:`run`
     (only possible from the main thread). ``observer``: called with ``(job,
     outcome, seconds)`` as each job is settled (see :mod:`mongoqueue.metrics`).
+    ``prefetch``: jobs claimed beyond the free slots and kept ready in a buffer
+    (default: ``concurrency``; 0: one claim per free slot). ``batch_acks``: send
+    completions in batches (one bulk write every few ms). See :mod:`mongoqueue.prefetch`.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class Worker(WorkerCore):
         idle_wait: float = 1.0,
         handle_signals: bool = True,
         observer: Observer | None = None,
+        prefetch: int | None = None,
+        batch_acks: bool = True,
     ) -> None:
         if not isinstance(queue, MongoQueue):
             raise InvalidArgumentType(f"queue must be a MongoQueue, got {type(queue).__name__}")
@@ -134,6 +140,8 @@ class Worker(WorkerCore):
             idle_wait=idle_wait,
             handle_signals=handle_signals,
             observer=observer,
+            prefetch=prefetch,
+            batch_acks=batch_acks,
         )
         self.queue = queue
         self.handler = handler
@@ -142,6 +150,15 @@ class Worker(WorkerCore):
         self._changed = threading.Condition()
         self._heartbeat = Heartbeat(self.heartbeat, self.hard_limit, self._abandon, self._tick)
         self.queue_name = queue.collection.name
+        if not queue.batch_claims:
+            self.prefetch = 0
+        self._buffer: PrefetchBuffer[Job] = PrefetchBuffer(
+            buffer_max_age(queue.timeout, self.heartbeat)
+        )
+        self._dry = False  # the last batch claim found nothing: wait with next()
+        self._acks: Acknowledger[Job, RunningJob] | None = (
+            Acknowledger(self._acked) if self.batch_acks else None
+        )
         self._presence = WorkerPresence(
             queue.collection.database,
             queue.consumer_id,
@@ -199,6 +216,8 @@ class Worker(WorkerCore):
                 self.heartbeat,
             )
             self._heartbeat.start()
+            if self._acks is not None:
+                self._acks.start_thread()
             self._presence.start()
             code = EXIT_OK
             try:
@@ -219,7 +238,7 @@ class Worker(WorkerCore):
         pause = 0.0
         while self._wait_for_slot():
             try:
-                job = self.queue.next(wait=self._claim_wait(self.running))
+                job, claimed_at = self._next_job()
             except MongoQueueError as exc:
                 pause = self._reconnect_pause(pause)
                 log_reconnect(exc, pause)
@@ -234,13 +253,37 @@ class Worker(WorkerCore):
             if self._stopping.is_set():
                 self._release_unstarted(job)
                 return
-            self._start(job)
+            self._start(job, claimed_at)
+
+    def _next_job(self) -> tuple[Job | None, float]:
+        """The next job to run and when it was claimed: from the prefetch buffer, else
+        a batch claim (free slots plus ``prefetch``), else a wait for one (``next``)."""
+        buffered = self._buffer.take()
+        if buffered is not None:
+            return buffered
+        if self.prefetch and not self._dry:
+            claimed_at = time.monotonic()
+            free = self.concurrency - self.running
+            size = claim_size(self.concurrency, self.running, self.prefetch)
+            jobs = self.queue.next_batch(size, hold=max(0, size - free))
+            if jobs:
+                self._buffer.put(jobs[1:], claimed_at)
+                return jobs[0], claimed_at
+        claimed_at = time.monotonic()
+        job = self.queue.next(wait=self._claim_wait(self.running))
+        self._dry = job is None
+        return job, claimed_at
 
     def _wait_for_slot(self) -> bool:
         """Block until fewer than ``concurrency`` jobs run; False once stopping."""
-        with self._changed:
-            while len(self._active) >= self.concurrency and not self._stopping.is_set():
-                self._changed.wait(0.5)
+        tick = min(0.5, self._buffer.max_age / 2)
+        while True:
+            with self._changed:
+                if len(self._active) < self.concurrency or self._stopping.is_set():
+                    break
+                self._changed.wait(tick)
+            for job in self._buffer.stale(time.monotonic()):
+                self._release_unstarted(job)  # waited too long: back to the queue
         return not self._stopping.is_set()
 
     def _release_unstarted(self, job: Job) -> None:
@@ -251,8 +294,9 @@ class Worker(WorkerCore):
 
     # ------------------------------------------------------------------ one job
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, claimed_at: float) -> None:
         running = RunningJob(job, self.queue.timeout)
+        running.last_beat = claimed_at  # its lease runs from the claim
         with self._changed:
             self._active[id(running)] = running
         self._heartbeat.add(running)
@@ -263,6 +307,9 @@ class Worker(WorkerCore):
 
     def _execute(self, running: RunningJob) -> None:
         job = running.job
+        if job.prefetched and not self._start_prefetched(running):
+            self._finished(running)
+            return
         log_job_started(job)
         try:
             self.handler(job)
@@ -272,13 +319,64 @@ class Worker(WorkerCore):
             if running.settled == "failed":
                 log_failed(running, exc)
         else:
-            self._settle(running, "completed", job.complete)
-            if running.settled == "completed":
-                log_completed(running)
+            if not self._ack_later(running):
+                self._settle(running, "completed", job.complete)
+                if running.settled == "completed":
+                    log_completed(running)
         finally:
             if running.settled == "abandoned":
                 log_discarded(running)
             self._finished(running)
+
+    def _start_prefetched(self, running: RunningJob) -> bool:
+        """Mark a prefetched job started before its handler runs (from now on an expiry
+        of its lease counts an attempt); False when it can no longer run."""
+        with running.lock:
+            if running.settled is not None:
+                return False
+            try:
+                if self._acks is None:
+                    running.job.start()
+                    outcome: bool | MongoQueueError = True
+                else:  # batched with other slots' starts and completions
+                    outcome = self._acks.start(running.job)
+                if outcome is True:
+                    running.last_beat = time.monotonic()
+                    return True
+                raise outcome or LeaseLost(lease_lost_message(running.job.id, "start", None))
+            except MongoQueueError as exc:
+                running.settle_failed(exc)
+        self._record(running, "lost")
+        return False
+
+    def _retry_ack(self, running: RunningJob) -> None:
+        """A batched completion failed transiently: try it again in a thread of its own,
+        the job heartbeating and holding its slot meanwhile (see ``RunningJob``)."""
+        with self._changed:
+            self._active[id(running)] = running
+        self._heartbeat.add(running)
+
+        def retry() -> None:
+            try:
+                running.acknowledge(running.job.complete)
+                self._record(running, running.settled or "lost")
+                if running.settled == "completed":
+                    log_completed(running)
+            finally:
+                self._finished(running)
+
+        threading.Thread(target=retry, name=f"mongoqueue-ack-{running.job.id}", daemon=True).start()
+
+    def _ack_later(self, running: RunningJob) -> bool:
+        """Hand a completion to the acknowledger (batched); False to complete it now."""
+        if self._acks is None:
+            return False
+        with running.lock:
+            if running.settled is not None or not running.job.held:
+                return False
+            running.claim("completed")
+        self._acks.add(running, running.job)
+        return True
 
     def _settle(
         self,
@@ -329,6 +427,8 @@ class Worker(WorkerCore):
 
     def _shutdown(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running jobs, then release the rest."""
+        for job in self._buffer.drain():  # prefetched, never started: attempts unchanged
+            self._release_unstarted(job)
         deadline = time.monotonic() + grace
         with self._changed:
             if self._active:
@@ -340,6 +440,8 @@ class Worker(WorkerCore):
             if self._settle(running, "released", running.job.release, retry=False):
                 log_released(running)
             self._finished(running)
+        if self._acks is not None:
+            self._acks.close()  # the last completions are written before it returns
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         """Join the process's signal registry: one signal stops every worker of it."""

@@ -104,7 +104,7 @@ def test_concurrent_cli_puts_with_one_key(mongodb_uri, collection) -> None:
 def test_sigterm_lets_the_running_job_finish(record, start_worker, collection, log) -> None:
     MongoQueue(collection, "producer").put({"sleep": 1.0})
     worker = start_worker(record, "--grace", "30")
-    wait_for(lambda: _held(collection))
+    wait_for(lambda: log.count_documents({}))  # running, not just held (prefetch)
     worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     assert collection.count_documents({}) == 0  # completed
@@ -113,11 +113,13 @@ def test_sigterm_lets_the_running_job_finish(record, start_worker, collection, l
 
 
 @BOTH_WORKERS
-def test_sigterm_releases_the_job_after_the_grace_period(record, start_worker, collection) -> None:
+def test_sigterm_releases_the_job_after_the_grace_period(
+    record, start_worker, collection, log
+) -> None:
     queue = MongoQueue(collection, "test")
     queue.put({"sleep": 60})
     worker = start_worker(record, "--grace", "0.3")
-    wait_for(lambda: _held(collection))
+    wait_for(lambda: log.count_documents({}))  # running, not just held (prefetch)
     worker.process.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text
     assert "released after the grace period" in worker.text
@@ -127,11 +129,11 @@ def test_sigterm_releases_the_job_after_the_grace_period(record, start_worker, c
 
 
 @BOTH_WORKERS
-def test_second_signal_exits_at_once(record, start_worker, collection) -> None:
+def test_second_signal_exits_at_once(record, start_worker, collection, log) -> None:
     queue = MongoQueue(collection, "test", timeout=30)
     queue.put({"sleep": 60})
     worker = start_worker(record, "--grace", "60", "--timeout", "1")
-    wait_for(lambda: _held(collection))
+    wait_for(lambda: log.count_documents({}))  # running, not just held (prefetch)
     worker.process.send_signal(signal.SIGTERM)
     wait_for(lambda: "send it again to exit at once" in worker.text)
     worker.process.send_signal(signal.SIGTERM)

@@ -101,6 +101,7 @@ class WorkerPool:
         concurrency: int = 1,
         server_timeout: float = 2.0,
         extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.uri = uri
         self.collection = collection
@@ -110,6 +111,7 @@ class WorkerPool:
         self.concurrency = concurrency
         self.server_timeout = server_timeout
         self.extra_env = extra_env or {}
+        self.extra_args = extra_args or []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed: dict[int, float] = {}  # pid -> monotonic time it was reaped
         self.started = 0
@@ -132,6 +134,7 @@ class WorkerPool:
             "--timeout", str(self.timeout), "--max-attempts", str(self.max_attempts),
             "--retry-initial", "0.05", "--retry-max", "0.2", "--grace", "10",
             "--consumer-id", f"worker-{self.started}", "--log-level", "WARNING",
+            *self.extra_args,
         ]  # fmt: skip
         with log:
             proc = subprocess.Popen(

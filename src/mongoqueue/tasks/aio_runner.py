@@ -175,6 +175,8 @@ class AsyncTaskRunner:
 class AsyncQueueGroup(AsyncMongoQueue):
     """Several queues claimed as one, highest first (see ``QueueGroup``)."""
 
+    batch_claims = False  # next() picks among the queues; next_batch() would not
+
     def __init__(self, queues: list[AsyncMongoQueue]) -> None:
         first = queues[0]
         super().__init__(

@@ -271,6 +271,8 @@ class QueueGroup(MongoQueue):
     change streams). The jobs it returns belong to their own queue.
     """
 
+    batch_claims = False  # next() picks among the queues; next_batch() would not
+
     def __init__(self, queues: list[MongoQueue]) -> None:
         first = queues[0]
         super().__init__(
