@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from pymongo import monitoring
 from pymongo.collection import Collection
 
 from mongoqueue import Job, MongoQueue
@@ -48,3 +49,19 @@ def expire_lease_of(collection: Collection[Any], job_id: Any) -> None:
         {"$set": {"lease_expires_at": past, "visible_at": past}},
     )
     assert result.matched_count == 1, "job is not held"
+
+
+class Commands(monitoring.CommandListener):
+    """A command listener that records every command a client sends (``sent``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

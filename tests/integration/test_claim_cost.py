@@ -20,32 +20,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from mongoqueue import MongoQueue, RetryPolicy
 from mongoqueue import operations as ops
 from tests.conftest import TEST_DB
+from tests.helpers import Commands
 
 N = 1000
 #: Keys a claim may examine: one per distinct priority in use, one for the job
 #: it claims, and one for the end of the scan.
 BOUND = 4
-
-
-class Commands(monitoring.CommandListener):
-    """Records every command the client sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.sent.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture

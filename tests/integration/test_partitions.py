@@ -26,29 +26,15 @@ from typing import Any
 
 import pytest
 from bson import json_util
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient
 
 from mongoqueue import NO_BACKOFF, App, AsyncMongoQueue, MongoQueue, MongoQueueError
 from mongoqueue import partitions as parts
 from tests.conftest import TEST_DB
-from tests.helpers import wait_for
+from tests.helpers import Commands, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 P = 8
-
-
-class Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.sent.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture
