@@ -11,29 +11,20 @@ test fails on any command on one job without that equality.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import json_util
 from pymongo import AsyncMongoClient, MongoClient
 
 from mongoqueue import NO_BACKOFF, App, AsyncMongoQueue, MongoQueue, MongoQueueError
 from mongoqueue import partitions as parts
 from tests.conftest import TEST_DB
-from tests.helpers import Commands, wait_for
+from tests.helpers import Commands, check_race, kill_holding_consumer, spawn_consumer, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 P = 8
 
 
@@ -391,58 +382,27 @@ def test_the_task_layer_partitions_its_queues(client, forget_record, collection)
 # --------------------------------------------------------------------------- processes
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.consumers", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
 def test_four_processes_race_on_a_partitioned_queue(mongodb_uri, collection, forget_record):
     jobs = 120
     queue = MongoQueue(collection, "producer", retry=NO_BACKOFF, partitions=P)
     ids = {str(i) for i in queue.put_many([{"n": n} for n in range(jobs)])}
     db, coll = collection.database.name, collection.name
     procs = [
-        _spawn("race", mongodb_uri, db, coll, f"consumer-{i}", str(i), str(P)) for i in range(4)
+        spawn_consumer("race", mongodb_uri, db, coll, f"consumer-{i}", str(i), str(P))
+        for i in range(4)
     ]
-    records = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=240)
-        assert proc.returncode == 0
-        records += [json.loads(line) for line in out.splitlines()]
-    by_job = defaultdict(list)
-    for record in records:
-        by_job[record["job"]].append(record)
-    assert set(by_job) == ids  # nothing lost, nothing invented
-    for job_id, holds in by_job.items():
-        ends = [h["end"] for h in holds]
-        assert ends.count("complete") == 1, (job_id, holds)
-        assert "lease-lost" not in ends, (job_id, holds)
-        holds.sort(key=lambda h: h["start"])
-        for earlier, later in pairwise(holds):  # never held twice at once
-            assert later["start"] >= earlier["end_at"], (job_id, holds)
-    assert len({r["consumer"] for r in records}) > 1
+    check_race(procs, ids)
     assert queue.stats()["total"] == 0
 
 
 def test_a_killed_consumers_job_comes_back_in_its_partition(mongodb_uri, collection, forget_record):
     queue = MongoQueue(collection, "survivor", timeout=2, retry=NO_BACKOFF, partitions=P)
     job_id = queue.put({"work": "important"})
-    proc = _spawn("hold", mongodb_uri, collection.database.name, collection.name, "2", str(P))
-    try:
-        claim = json_util.loads(proc.stdout.readline())
-        assert claim["_id"] == job_id
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    proc = spawn_consumer(
+        "hold", mongodb_uri, collection.database.name, collection.name, "2", str(P)
+    )
+    claim = kill_holding_consumer(proc)
+    assert claim["_id"] == job_id
     assert queue.next() is None  # still leased to the dead consumer
     again = wait_for(queue.next, timeout=30)
     assert again.id == job_id
