@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from mongoqueue import NO_BACKOFF, Job, LeaseLost, MongoQueue
